@@ -1,0 +1,20 @@
+//! pgveil-policy: the pure half of pgveil.
+//!
+//! It turns a policy TOML into a validated [`model::Policy`], and for one SQL text, one
+//! session and one catalog snapshot decides what may run and how it is rewritten so that
+//! protected columns are only ever read through their masks. No I/O and no async runtime:
+//! the proxy feeds it strings and snapshots and forwards what it returns.
+//!
+//! Modules:
+//! - [`model`]: the validated policy (classes, column tags, roles, masks).
+//! - [`load`]: TOML text → [`model::Policy`], collecting every error with file:line:col.
+//! - [`error`]: [`error::PolicyError`] and diagnostics.
+//! - [`mask`]: a mask → SQL expression over a column.
+//! - [`catalog`]: the [`catalog::Catalog`] trait and a static snapshot for tests and `explain`.
+//! - [`analyze`]: SQL → statements with kind, relations, columns and functions.
+//! - [`decide`]: analysis + role → allow / rewrite / deny with an access report.
+//! - [`rewrite`]: derived-table rewrite spliced into the original SQL text.
+//! - [`redact`]: literal stripping and fingerprints for the audit log.
+
+pub mod error;
+pub mod model;

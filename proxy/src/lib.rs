@@ -1,0 +1,6 @@
+//! pgveil: a transparent PostgreSQL wire-protocol proxy that protects personal data.
+//!
+//! Modules, one job each:
+//! - [`cli`]: the command line (`run`, `check`, `explain`, `audit verify`, `demo`).
+
+pub mod cli;
