@@ -68,8 +68,8 @@ fn run(path: PathBuf) -> ExitCode {
 
 fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(cfg.log.level.clone()));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.log.level.clone()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match cfg.log.format {
         crate::config::LogFormat::Json => builder.json().try_init(),

@@ -334,11 +334,15 @@ impl Config {
         if self.upstream.tls == UpstreamTls::VerifyFull && self.upstream.ca_file.is_none() {
             return Err(invalid(
                 "upstream.ca_file",
-                "verify-full needs ca_file: the CA bundle (PEM) that signed the server certificate".into(),
+                "verify-full needs ca_file: the CA bundle (PEM) that signed the server certificate"
+                    .into(),
             ));
         }
         if self.limits.max_connections == 0 {
-            return Err(invalid("limits.max_connections", "must be at least 1".into()));
+            return Err(invalid(
+                "limits.max_connections",
+                "must be at least 1".into(),
+            ));
         }
         if self.limits.max_message_bytes < 1024 {
             return Err(invalid(
@@ -402,7 +406,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("upstream.ca_file"), "{e}");
-        let e = parse("listen = \"nowhere\"\n[upstream]\n").unwrap_err().to_string();
+        let e = parse("listen = \"nowhere\"\n[upstream]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen"), "{e}");
     }
 }

@@ -23,7 +23,10 @@ pub enum Expect {
     /// RowDescription or NoData.
     DescribePortal,
     /// DataRows then CommandComplete / EmptyQueryResponse / PortalSuspended / error.
-    Execute { tag: Option<StatementTag>, rows: u64 },
+    Execute {
+        tag: Option<StatementTag>,
+        rows: u64,
+    },
     /// A simple Query: statements until ReadyForQuery.
     Query {
         tags: VecDeque<StatementTag>,
@@ -154,7 +157,10 @@ impl ProtocolState {
             b'E' => return self.on_error(body),
             b'Z' => {
                 while let Some(e) = self.queue.pop_front() {
-                    if matches!(e, Expect::Sync | Expect::Query { .. } | Expect::FunctionCall) {
+                    if matches!(
+                        e,
+                        Expect::Sync | Expect::Query { .. } | Expect::FunctionCall
+                    ) {
                         break;
                     }
                 }
@@ -193,8 +199,10 @@ impl ProtocolState {
                 let mut action = Action::Relay;
                 let mut first = true;
                 while let Some(front) = self.queue.front() {
-                    if matches!(front, Expect::Sync | Expect::Query { .. } | Expect::FunctionCall)
-                    {
+                    if matches!(
+                        front,
+                        Expect::Sync | Expect::Query { .. } | Expect::FunctionCall
+                    ) {
                         break;
                     }
                     match self.queue.pop_front() {
@@ -255,7 +263,10 @@ mod tests {
         s.push(Expect::Bind);
         s.push(Expect::Execute { tag: None, rows: 0 });
         s.push(Expect::Sync);
-        assert!(matches!(s.on_backend(b'E', b"C42601\0\0"), Action::ReplaceError(_)));
+        assert!(matches!(
+            s.on_backend(b'E', b"C42601\0\0"),
+            Action::ReplaceError(_)
+        ));
         s.on_backend(b'Z', b"I");
         assert!(s.is_idle());
 

@@ -106,7 +106,10 @@ pub async fn serve(
     let Some(user) = startup.user().map(str::to_owned) else {
         send_fatal(
             &mut client,
-            &ProxyError::fatal("28000", "no PostgreSQL user name specified in startup packet"),
+            &ProxyError::fatal(
+                "28000",
+                "no PostgreSQL user name specified in startup packet",
+            ),
         )
         .await;
         return Ok(SessionEnd::Refused);
@@ -227,7 +230,10 @@ pub async fn serve(
         hook.on_ready(status);
     }
     out.extend_from_slice(&ready);
-    client.write_all(&out).await.map_err(SessionError::ClientIo)?;
+    client
+        .write_all(&out)
+        .await
+        .map_err(SessionError::ClientIo)?;
     client.flush().await.map_err(SessionError::ClientIo)?;
     debug!(session = %info.id, user = %user, pid = info.backend_pid, "session established");
 
@@ -309,11 +315,12 @@ async fn relay(
             Err(SessionError::ClientProtocol(err.message))
         }
         Err(e) => {
-            if matches!(e, SessionError::UpstreamIo(_) | SessionError::UpstreamProtocol(_)) {
-                let err = ProxyError::fatal(
-                    "08006",
-                    "pgveil lost the connection to the database server",
-                );
+            if matches!(
+                e,
+                SessionError::UpstreamIo(_) | SessionError::UpstreamProtocol(_)
+            ) {
+                let err =
+                    ProxyError::fatal("08006", "pgveil lost the connection to the database server");
                 send_fatal(&mut client_wr, &err).await;
             }
             Err(e)
@@ -416,7 +423,9 @@ async fn client_to_upstream(
         }
         if pos > 0 {
             let bytes = splice.finish(&buf, pos);
-            wr.write_all(bytes).await.map_err(SessionError::UpstreamIo)?;
+            wr.write_all(bytes)
+                .await
+                .map_err(SessionError::UpstreamIo)?;
             wr.flush().await.map_err(SessionError::UpstreamIo)?;
             buf.advance(pos);
         }
@@ -439,8 +448,12 @@ async fn client_to_upstream(
 
 fn frame_violation(e: &FrameError) -> ProxyError {
     match e {
-        FrameError::TooLarge { .. } => ProxyError::fatal("08P01", format!("invalid message length: {e}")),
-        FrameError::LengthTooSmall(_) => ProxyError::fatal("08P01", format!("invalid message length: {e}")),
+        FrameError::TooLarge { .. } => {
+            ProxyError::fatal("08P01", format!("invalid message length: {e}"))
+        }
+        FrameError::LengthTooSmall(_) => {
+            ProxyError::fatal("08P01", format!("invalid message length: {e}"))
+        }
     }
 }
 
@@ -458,7 +471,8 @@ fn on_client_message(
     replacement: &mut Vec<u8>,
 ) -> Result<bool, ProxyError> {
     let body = frame::body(msg);
-    let malformed = |m: Malformed| ProxyError::fatal("08P01", format!("invalid frontend message: {m}"));
+    let malformed =
+        |m: Malformed| ProxyError::fatal("08P01", format!("invalid frontend message: {m}"));
     match tag {
         b'Q' => {
             let sql = frontend::query(body).map_err(malformed)?;

@@ -91,7 +91,10 @@ impl StartupError {
 
 /// Run the startup phase on a freshly accepted connection. Errors the protocol lets us
 /// report (bad version, malformed packet) are sent to the client before returning.
-pub async fn negotiate(tcp: TcpStream, tls: Option<&Arc<ServerTls>>) -> Result<Hello, StartupError> {
+pub async fn negotiate(
+    tcp: TcpStream,
+    tls: Option<&Arc<ServerTls>>,
+) -> Result<Hello, StartupError> {
     let mut first = [0u8; 1];
     let n = tcp.peek(&mut first).await?;
     if n == 0 {

@@ -164,8 +164,11 @@ pub fn upstream_client_config(
 
 /// The server name to present and verify upstream.
 pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
-    ServerName::try_from(name.to_owned())
-        .map_err(|_| TlsError::Rustls(rustls::Error::General(format!("invalid server name {name:?}"))))
+    ServerName::try_from(name.to_owned()).map_err(|_| {
+        TlsError::Rustls(rustls::Error::General(format!(
+            "invalid server name {name:?}"
+        )))
+    })
 }
 
 /// Accepts any server certificate but still checks handshake signatures, like libpq's

@@ -66,10 +66,8 @@ impl Upstream {
                     ca_base.join(p)
                 }
             });
-            let config = tls::upstream_client_config(
-                cfg.tls == UpstreamTls::VerifyFull,
-                ca.as_deref(),
-            )?;
+            let config =
+                tls::upstream_client_config(cfg.tls == UpstreamTls::VerifyFull, ca.as_deref())?;
             let name = cfg.server_name.as_deref().unwrap_or(&cfg.host);
             (Some(config), Some(tls::server_name(name)?))
         } else {
@@ -137,7 +135,9 @@ impl Upstream {
             addr: addr.clone(),
             source,
         };
-        tcp.write_all(&startup::ssl_request()).await.map_err(io_err)?;
+        tcp.write_all(&startup::ssl_request())
+            .await
+            .map_err(io_err)?;
         let answer = tcp.read_u8().await.map_err(io_err)?;
         match answer {
             b'S' => {

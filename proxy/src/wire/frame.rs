@@ -92,7 +92,10 @@ mod tests {
         );
         assert_eq!(
             peek(b"Q\0\0\0\x09SELE\0extra", 100),
-            Ok(Peek::Complete { tag: b'Q', total: 10 })
+            Ok(Peek::Complete {
+                tag: b'Q',
+                total: 10
+            })
         );
     }
 
@@ -111,10 +114,7 @@ mod tests {
     #[test]
     fn startup_packets() {
         assert_eq!(peek_startup(&[0, 0, 0]), Ok(None));
-        assert_eq!(
-            peek_startup(&[0, 0, 0, 8, 4, 210, 22, 47]),
-            Ok(Some(8))
-        );
+        assert_eq!(peek_startup(&[0, 0, 0, 8, 4, 210, 22, 47]), Ok(Some(8)));
         assert!(peek_startup(&[0, 0, 0, 4]).is_err());
         assert!(peek_startup(&[0, 1, 0, 0]).is_err());
     }

@@ -17,7 +17,9 @@ pub enum StartupPacket {
     Cancel(CancelRequest),
     Startup(StartupMessage),
     /// A protocol major version we do not speak (e.g. 2.0).
-    Unsupported { version: i32 },
+    Unsupported {
+        version: i32,
+    },
 }
 
 /// A CancelRequest: the backend PID and secret key it names.
