@@ -10,6 +10,7 @@
 pub mod certs;
 pub mod pg;
 pub mod proxy;
+pub mod raw;
 
 pub use certs::TestCerts;
 pub use pg::{postgres, Postgres};
@@ -29,7 +30,7 @@ pub mod users {
     pub const PASSWORD: &str = "s3cret-pw";
 }
 
-pub use proxy::{connect_dsn, start_proxy_with_hooks, ProxyOptions};
+pub use proxy::{connect_dsn, connect_err, start_proxy_with_hooks, ProxyOptions};
 
 /// Run psql against `port` on 127.0.0.1 with extra libpq settings in `conninfo`
 /// (e.g. `sslmode=require`); returns (success, stdout, stderr).

@@ -128,10 +128,12 @@ fn config_text(opts: &ProxyOptions, dir: &Path, certs: Option<&TestCerts>) -> St
             c.server_key.display()
         ));
     }
-    t.push_str(&format!(
-        "[limits]\nshutdown_grace_ms = 2000\n{}\n",
-        opts.limits
-    ));
+    t.push_str("[limits]\n");
+    if !opts.limits.contains("shutdown_grace_ms") {
+        t.push_str("shutdown_grace_ms = 2000\n");
+    }
+    t.push_str(&opts.limits);
+    t.push('\n');
     t.push_str(&opts.extra);
     let _ = dir;
     t
@@ -165,5 +167,13 @@ pub async fn start_proxy_with_hooks(
         certs,
         dir,
         task: Some(task),
+    }
+}
+
+/// Connect and expect failure; returns the error (panics if the connection succeeds).
+pub async fn connect_err(dsn: &str) -> tokio_postgres::Error {
+    match tokio_postgres::connect(dsn, tokio_postgres::NoTls).await {
+        Ok(_) => panic!("connection to {dsn} unexpectedly succeeded"),
+        Err(e) => e,
     }
 }
