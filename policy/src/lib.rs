@@ -17,4 +17,5 @@
 //! - [`redact`]: literal stripping and fingerprints for the audit log.
 
 pub mod error;
+pub mod load;
 pub mod model;
