@@ -16,6 +16,7 @@
 //! - [`rewrite`]: derived-table rewrite spliced into the original SQL text.
 //! - [`redact`]: literal stripping and fingerprints for the audit log.
 
+pub mod check;
 pub mod error;
 pub mod load;
 pub mod model;

@@ -26,7 +26,7 @@ use toml::de::DeTable;
 use self::ctx::{join, Ctx};
 use self::value::{check_keys, integer, required, string, table, Item};
 use crate::error::Diagnostics;
-use crate::model::{Class, ColumnTag, Policy, UnknownUsers};
+use crate::model::{Class, ColumnTag, Policy, Role, UnknownUsers};
 
 /// A successfully loaded policy and the warnings found while loading it.
 #[derive(Debug, Clone)]
@@ -65,17 +65,22 @@ pub fn load(file_name: &str, text: &str) -> Result<Loaded, Diagnostics> {
         Some(item) => parse_classes(&mut cx, item),
         None => BTreeMap::new(),
     };
+    // Classes with errors still count as declared, so references to them do not cascade.
+    let declared: BTreeSet<String> = classes.keys().cloned().collect();
     let class_spans: BTreeMap<String, Range<usize>> = classes
         .iter()
         .map(|(name, (_, span))| (name.clone(), span.clone()))
         .collect();
-    let classes: BTreeMap<String, Class> = classes.into_iter().map(|(n, (c, _))| (n, c)).collect();
+    let classes: BTreeMap<String, Class> = classes
+        .into_iter()
+        .filter_map(|(n, (c, _))| Some((n, c?)))
+        .collect();
     let columns = match doc.get("columns") {
-        Some(item) => parse_columns(&mut cx, item, &classes),
+        Some(item) => parse_columns(&mut cx, item, &declared),
         None => Vec::new(),
     };
-    let roles = parse_roles(&mut cx, doc.get("roles"), &classes);
-    let unknown_users = parse_defaults(&mut cx, doc.get("defaults"), &roles);
+    let (roles, declared_roles) = parse_roles(&mut cx, doc.get("roles"), &declared);
+    let unknown_users = parse_defaults(&mut cx, doc.get("defaults"), &declared_roles);
 
     if cx.has_errors() {
         return Err(sorted(cx.diags));
@@ -85,7 +90,7 @@ pub fn load(file_name: &str, text: &str) -> Result<Loaded, Diagnostics> {
         unknown_users,
         classes,
         columns: columns.into_iter().map(|(tag, _)| tag).collect(),
-        roles: roles.into_iter().map(|(n, (r, _))| (n, r)).collect(),
+        roles,
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
     };
     warn_unused_classes(&mut cx, &policy, &class_spans);
@@ -172,8 +177,12 @@ fn check_name(cx: &mut Ctx<'_>, span: &Range<usize>, path: &str, what: &str, nam
     plain
 }
 
-/// `[classes.<name>]` → classes with the span of their name.
-fn parse_classes(cx: &mut Ctx<'_>, item: &Item<'_>) -> BTreeMap<String, (Class, Range<usize>)> {
+/// `[classes.<name>]` → every declared class (`None` where it has errors) with the span
+/// of its name.
+fn parse_classes(
+    cx: &mut Ctx<'_>,
+    item: &Item<'_>,
+) -> BTreeMap<String, (Option<Class>, Range<usize>)> {
     let mut out = BTreeMap::new();
     let Some(t) = table(cx, item, "classes", "a table of classes ([classes.<name>])") else {
         return out;
@@ -181,21 +190,20 @@ fn parse_classes(cx: &mut Ctx<'_>, item: &Item<'_>) -> BTreeMap<String, (Class, 
     for (key, item) in t.iter() {
         let name: &str = key.get_ref();
         let path = join("classes", name);
-        if !check_name(cx, &key.span(), &path, "class", name) {
-            continue;
-        }
-        if name == "default" {
+        let class = if !check_name(cx, &key.span(), &path, "class", name) {
+            None
+        } else if name == "default" {
             cx.error(
                 &key.span(),
                 &path,
                 "\"default\" cannot be a class name: it is the fallback key of a role's see table; \
                  rename the class",
             );
-            continue;
-        }
-        if let Some(class) = parse_class(cx, name, item, &path) {
-            out.insert(name.to_string(), (class, key.span()));
-        }
+            None
+        } else {
+            parse_class(cx, name, item, &path)
+        };
+        out.insert(name.to_string(), (class, key.span()));
     }
     out
 }
@@ -254,7 +262,7 @@ fn parse_class(cx: &mut Ctx<'_>, name: &str, item: &Item<'_>, path: &str) -> Opt
 fn parse_columns(
     cx: &mut Ctx<'_>,
     item: &Item<'_>,
-    classes: &BTreeMap<String, Class>,
+    classes: &BTreeSet<String>,
 ) -> Vec<(ColumnTag, Range<usize>)> {
     let mut out = Vec::new();
     let Some(t) = table(
@@ -292,14 +300,14 @@ fn parse_columns(
             }
         };
         let class = string(cx, value, &path, "the name of a class from [classes]").and_then(|c| {
-            if classes.contains_key(c) {
+            if classes.contains(c) {
                 return Some(c.to_string());
             }
-            let hint = suggest::hint(c, classes.keys().map(String::as_str));
+            let hint = suggest::hint(c, classes.iter().map(String::as_str));
             let defined = if classes.is_empty() {
                 "none are defined".to_string()
             } else {
-                classes.keys().cloned().collect::<Vec<_>>().join(", ")
+                classes.iter().cloned().collect::<Vec<_>>().join(", ")
             };
             cx.error(
                 &value.span(),
@@ -367,19 +375,21 @@ fn check_shadowed(
     }
 }
 
-/// `[roles.<name>]` → roles with the span of their name; also checks user ambiguity.
+/// `[roles.<name>]` → the valid roles, and the names of all declared roles (so a
+/// reference to a role with errors does not cascade); also checks user ambiguity.
 fn parse_roles(
     cx: &mut Ctx<'_>,
     item: Option<&Item<'_>>,
-    classes: &BTreeMap<String, Class>,
-) -> BTreeMap<String, (crate::model::Role, Range<usize>)> {
+    classes: &BTreeSet<String>,
+) -> (BTreeMap<String, Role>, BTreeSet<String>) {
     let mut out = BTreeMap::new();
     let Some(item) = item else {
-        return out;
+        return (out, BTreeSet::new());
     };
     let Some(t) = table(cx, item, "roles", "a table of roles ([roles.<name>])") else {
-        return out;
+        return (out, BTreeSet::new());
     };
+    let declared = t.iter().map(|(k, _)| k.get_ref().to_string()).collect();
     let mut users = Vec::new();
     for (key, item) in t.iter() {
         let name: &str = key.get_ref();
@@ -387,19 +397,19 @@ fn parse_roles(
             continue;
         }
         if let Some(role) = roles::parse(cx, name, item, classes, &mut users) {
-            out.insert(name.to_string(), (role, key.span()));
+            out.insert(name.to_string(), role);
         }
     }
     users.sort_by_key(|u| u.span.start);
     roles::check_ambiguous_users(cx, &users);
-    out
+    (out, declared)
 }
 
 /// `[defaults]` → what happens to users that match no role.
 fn parse_defaults(
     cx: &mut Ctx<'_>,
     item: Option<&Item<'_>>,
-    roles: &BTreeMap<String, (crate::model::Role, Range<usize>)>,
+    roles: &BTreeSet<String>,
 ) -> UnknownUsers {
     let Some(item) = item else {
         return UnknownUsers::Deny;
@@ -418,8 +428,8 @@ fn parse_defaults(
     if s == "deny" {
         return UnknownUsers::Deny;
     }
-    if !roles.contains_key(s) {
-        let defined: Vec<&str> = roles.keys().map(String::as_str).collect();
+    if !roles.contains(s) {
+        let defined: Vec<&str> = roles.iter().map(String::as_str).collect();
         let hint = suggest::hint(s, defined.iter().copied().chain(["deny"]));
         cx.error(
             &v.span(),

@@ -99,11 +99,6 @@ pub(super) fn join(parent: &str, key: &str) -> String {
     }
 }
 
-/// `parent[index]` for array elements.
-pub(super) fn index(parent: &str, index: usize) -> String {
-    format!("{parent}[{index}]")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +126,5 @@ mod tests {
             join("columns", "public.customers.phone"),
             "columns.\"public.customers.phone\""
         );
-        assert_eq!(index("roles.a.users", 2), "roles.a.users[2]");
     }
 }

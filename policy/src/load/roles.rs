@@ -1,16 +1,16 @@
 //! `[roles.<name>]` → [`Role`], and the check that no user can match two roles.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
 
-use super::ctx::{index, join, Ctx};
+use super::ctx::{join, Ctx};
 use super::masks::{self, MASK_TABLE};
 use super::names;
 use super::suggest;
 use super::value::{array, check_keys, integer, mismatch, required, string, table, Item};
-use crate::model::{Class, NamePattern, Role, StatementKind, TablePattern, Visibility};
+use crate::model::{NamePattern, Role, StatementKind, TablePattern, Visibility};
 
 /// Keys a role table may hold.
 const ROLE_KEYS: &[&str] = &[
@@ -37,7 +37,7 @@ pub(super) fn parse(
     cx: &mut Ctx<'_>,
     name: &str,
     item: &Item<'_>,
-    classes: &BTreeMap<String, Class>,
+    classes: &BTreeSet<String>,
     users: &mut Vec<UserGlob>,
 ) -> Option<Role> {
     let path = join("roles", name);
@@ -103,10 +103,10 @@ fn string_list<T>(
     let items = array(cx, item, path, &format!("a list of {expected}"))?;
     let mut out = Vec::with_capacity(items.len());
     let mut ok = true;
-    for (i, element) in items.iter().enumerate() {
-        let element_path = index(path, i);
-        let parsed = string(cx, element, &element_path, expected)
-            .and_then(|s| each(cx, s, &element.span(), &element_path));
+    for element in items {
+        // The key path names the list; line:column pins the element.
+        let parsed =
+            string(cx, element, path, expected).and_then(|s| each(cx, s, &element.span(), path));
         match parsed {
             Some(v) => out.push(v),
             None => ok = false,
@@ -259,7 +259,7 @@ fn parse_see(
     cx: &mut Ctx<'_>,
     item: &Item<'_>,
     path: &str,
-    classes: &BTreeMap<String, Class>,
+    classes: &BTreeSet<String>,
 ) -> Option<(Visibility, BTreeMap<String, Visibility>)> {
     let t = table(
         cx,
@@ -272,13 +272,13 @@ fn parse_see(
     for (key, value) in t.iter() {
         let class: &str = key.get_ref();
         let value_path = join(path, class);
-        if class != "default" && !classes.contains_key(class) {
+        if class != "default" && !classes.contains(class) {
             let defined = if classes.is_empty() {
                 "none are defined".to_string()
             } else {
-                classes.keys().cloned().collect::<Vec<_>>().join(", ")
+                classes.iter().cloned().collect::<Vec<_>>().join(", ")
             };
-            let hint = suggest::hint(class, classes.keys().map(String::as_str).chain(["default"]));
+            let hint = suggest::hint(class, classes.iter().map(String::as_str).chain(["default"]));
             cx.error(
                 &key.span(),
                 &value_path,

@@ -7,7 +7,7 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::ctx::Ctx;
+use super::ctx::{join, Ctx};
 use super::suggest;
 
 /// A TOML value with its byte span.
@@ -125,7 +125,7 @@ pub(super) fn check_keys(
             let hint = suggest::hint(name, allowed.iter().copied());
             cx.error(
                 &key.span(),
-                path,
+                &join(path, name),
                 format!("unknown key \"{name}\" in {context}; allowed keys are {list}{hint}"),
             );
         }
@@ -143,6 +143,8 @@ pub(super) fn required<'v, 'i>(
 ) -> Option<&'v Item<'i>> {
     let item = table.get(key);
     if item.is_none() {
+        // At the top level there is no table path: name the key instead.
+        let path = if path.is_empty() { key } else { path };
         cx.error(
             table_span,
             path,
