@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{Expr, Query, Visit, Visitor};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::Token;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 /// The placeholder a template uses for the masked column.
 pub(crate) const PLACEHOLDER: &str = "{col}";
@@ -37,6 +37,21 @@ fn check(template: &str) -> Result<(), String> {
     }
     let sql = template.replace(PLACEHOLDER, STAND_IN);
     let dialect = PostgreSqlDialect {};
+    // Every {col} must be a token of its own: the renderer substitutes the quoted column
+    // name, which inside a string literal or comment could break out of it.
+    let tokens = Tokenizer::new(&dialect, &sql)
+        .tokenize()
+        .map_err(|e| format!("expr is not valid SQL: {e}"))?;
+    let standalone = tokens
+        .iter()
+        .filter(|t| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value == STAND_IN))
+        .count();
+    if standalone != template.matches(PLACEHOLDER).count() {
+        return Err(format!(
+            "{PLACEHOLDER} may only stand for the column itself, not appear inside a string \
+             literal, quoted name, comment or longer word"
+        ));
+    }
     let mut parser = Parser::new(&dialect)
         .try_with_sql(&sql)
         .map_err(|e| format!("expr is not valid SQL: {}", strip(&e.to_string())))?;
@@ -60,8 +75,8 @@ fn check(template: &str) -> Result<(), String> {
     }
     if !check.uses_column {
         return Err(format!(
-            "expr must read the column through {PLACEHOLDER} (here it only appears inside a \
-             string literal or comment)"
+            "expr must read the column through {PLACEHOLDER} (not use it as a function or \
+             type name)"
         ));
     }
     Ok(())
@@ -129,7 +144,7 @@ mod tests {
             "CASE WHEN {col} IS NULL THEN NULL ELSE md5({col}::text) END",
             "regexp_replace({col}, '\\d', '#', 'g')",
             "{col}",
-            "coalesce({col}, '') || '{col}'",
+            "coalesce({col}, '') || '{}'",
             "date_trunc('month', {col})::date",
             "now() - {col}",
         ] {
@@ -141,7 +156,12 @@ mod tests {
     fn rejects_what_a_mask_must_not_do() {
         for (bad, needle) in [
             ("left(name, 2)", "must contain {col}"),
-            ("'{col}'", "only appears inside a string literal"),
+            ("'{col}'", "not appear inside a string literal"),
+            ("{col} || '{col}'", "not appear inside a string literal"),
+            ("{col} || $$x{col}$$", "not appear inside a string literal"),
+            ("{col} /* {col} */", "not appear inside a string literal"),
+            ("x{col}", "longer word"),
+            ("{col}(1)", "not use it as a function"),
             ("upper(\"{col}\")", "without double quotes"),
             (
                 "{col} || (SELECT secret FROM keys)",
