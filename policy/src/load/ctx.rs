@@ -33,7 +33,11 @@ impl<'a> Source<'a> {
             offset -= 1;
         }
         let line = self.line_starts.partition_point(|&start| start <= offset);
-        let start = self.line_starts[line.saturating_sub(1)];
+        let mut start = self.line_starts[line.saturating_sub(1)];
+        // A byte-order mark is invisible in editors: do not count it as a column.
+        if start == 0 && self.text.starts_with('\u{feff}') {
+            start = '\u{feff}'.len_utf8().min(offset);
+        }
         let column = self.text[start..offset].chars().count() + 1;
         (line.max(1), column)
     }
@@ -116,6 +120,15 @@ mod tests {
         assert_eq!(src.position(11), (3, 1));
         assert_eq!(src.position(12), (4, 1));
         assert_eq!(src.position(999), (4, 2));
+    }
+
+    #[test]
+    fn byte_order_mark_is_not_a_column() {
+        let src = Source::new("p.toml", "\u{feff}version = 1\nx");
+        assert_eq!(src.position(0), (1, 1));
+        assert_eq!(src.position(3), (1, 1));
+        assert_eq!(src.position(13), (1, 11));
+        assert_eq!(src.position(15), (2, 1));
     }
 
     #[test]

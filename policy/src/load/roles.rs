@@ -427,11 +427,17 @@ pub(super) fn check_ambiguous_users(cx: &mut Ctx<'_>, users: &[UserGlob]) {
                 )
             };
             let path = join(&join("roles", &later.role), "users");
+            let catch_all = if earlier.glob == "*" || later.glob == "*" {
+                " (for a catch-all role, use [defaults] unknown_users instead of \"*\")"
+            } else {
+                ""
+            };
             cx.error(
                 &later.span,
                 &path,
                 format!(
-                    "{what}; every user must match exactly one role, so make the globs disjoint"
+                    "{what}; every user must match exactly one role, so make the globs \
+                     disjoint{catch_all}"
                 ),
             );
         }

@@ -691,6 +691,20 @@ fn ambiguous_users_rules() {
             )],
         ),
         ("disjoint globs are fine", analyst("[\"bi\", \"analyst_*\"]"), vec![]),
+        (
+            "a catch-all glob",
+            analyst("[\"*\"]"),
+            vec![
+                (6, 10, "roles.analyst.users", "both match \"support_app\""),
+                (
+                    6,
+                    10,
+                    "roles.analyst.users",
+                    "both match \"cs_\"; every user must match exactly one role, so make the globs \
+                     disjoint (for a catch-all role, use [defaults] unknown_users instead of \"*\")",
+                ),
+            ],
+        ),
     ];
     for (name, snippet, expected) in rows {
         assert_errors(name, &format!("{BASE}{snippet}"), BASE_LINES, &expected);
@@ -1072,4 +1086,58 @@ fn unmatched_tags_names_tags_without_columns() {
         unmatched_tags(&p, [("public", "Customers", "phone")]).len(),
         3
     );
+}
+
+/// Every diagnostic points inside the text (1-based line and column that exist).
+fn assert_positions_exist(text: &str, diags: &[PolicyError]) {
+    let lines: Vec<&str> = text.split('\n').collect();
+    for d in diags {
+        assert!(d.line >= 1 && d.line <= lines.len(), "{d}");
+        let width = lines[d.line - 1]
+            .trim_start_matches('\u{feff}')
+            .chars()
+            .count();
+        assert!(d.column >= 1 && d.column <= width + 1, "{d}");
+    }
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let diags = diagnostics(&text);
+            assert_positions_exist(&text, &diags);
+        }
+
+        #[test]
+        fn edited_policies_never_panic(
+            at in 0usize..DESIGN_EXAMPLE.len(),
+            cut in 0usize..40,
+            insert in prop::sample::select(vec![
+                "", "\"", "[", "]", "{", "}", "=", "\n", "*", ".", "\"\"", "-1", "x", "é", "[roles.x]\n",
+                "{col}", "fn = \"sql\"", "'", "#",
+            ]),
+        ) {
+            let mut at = at;
+            while !DESIGN_EXAMPLE.is_char_boundary(at) {
+                at -= 1;
+            }
+            let mut end = (at + cut).min(DESIGN_EXAMPLE.len());
+            while !DESIGN_EXAMPLE.is_char_boundary(end) {
+                end -= 1;
+            }
+            let text = format!("{}{insert}{}", &DESIGN_EXAMPLE[..at], &DESIGN_EXAMPLE[end..]);
+            let diags = diagnostics(&text);
+            assert_positions_exist(&text, &diags);
+            // A rejected policy always says why.
+            if let Err(d) = load("p.toml", &text) {
+                prop_assert!(d.has_errors());
+            }
+        }
+    }
 }
