@@ -41,12 +41,13 @@ pub struct Loaded {
 const TOP_KEYS: &[&str] = &["version", "defaults", "classes", "columns", "roles"];
 
 /// The only policy format version this build reads.
-const VERSION: i64 = 1;
+const VERSION: u32 = 1;
 
 /// Parses and validates a policy.
 ///
 /// `file_name` only labels diagnostics. On failure the error holds every error found (and
-/// the warnings), sorted by position; on success [`Loaded::warnings`] holds the warnings.
+/// any warnings found along the way), sorted by position; on success [`Loaded::warnings`]
+/// holds the warnings.
 pub fn load(file_name: &str, text: &str) -> Result<Loaded, Diagnostics> {
     let mut cx = Ctx::new(file_name, text);
     let (doc, syntax_errors) = DeTable::parse_recoverable(text);
@@ -60,7 +61,7 @@ pub fn load(file_name: &str, text: &str) -> Result<Loaded, Diagnostics> {
     let doc = doc.get_ref();
     check_keys(&mut cx, doc, "", "the policy file", TOP_KEYS);
 
-    let version = parse_version(&mut cx, doc);
+    check_version(&mut cx, doc);
     let classes = match doc.get("classes") {
         Some(item) => parse_classes(&mut cx, item),
         None => BTreeMap::new(),
@@ -86,7 +87,7 @@ pub fn load(file_name: &str, text: &str) -> Result<Loaded, Diagnostics> {
         return Err(sorted(cx.diags));
     }
     let policy = Policy {
-        version: u32::try_from(version).unwrap_or(1),
+        version: VERSION,
         unknown_users,
         classes,
         columns: columns.into_iter().map(|(tag, _)| tag).collect(),
@@ -141,21 +142,21 @@ fn sorted(mut diags: Diagnostics) -> Diagnostics {
     diags
 }
 
-fn parse_version(cx: &mut Ctx<'_>, doc: &DeTable<'_>) -> i64 {
+/// `version = 1` must be present and say 1.
+fn check_version(cx: &mut Ctx<'_>, doc: &DeTable<'_>) {
     let how = "add `version = 1` at the top of the file";
     let Some(item) = required(cx, doc, &(0..0), "", "version", how) else {
-        return VERSION;
+        return;
     };
-    let expected = "version = 1";
-    match integer(cx, item, "version", expected) {
-        Some(VERSION) | None => {}
+    match integer(cx, item, "version", "version = 1") {
+        Some(v) if v == i64::from(VERSION) => {}
+        None => {}
         Some(other) => cx.error(
             &item.span(),
             "version",
-            format!("unsupported policy version {other}; this pgveil reads version = 1"),
+            format!("unsupported policy version {other}; this pgveil reads version = {VERSION}"),
         ),
     }
-    VERSION
 }
 
 /// Class and role names become metric labels and `see` keys: keep them plain.
