@@ -1141,3 +1141,32 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn header_tables_work_like_inline_tables() {
+    let text = format!(
+        "{BASE}[roles.support]\nusers = [\"support_app\"]\nstatements = [\"select\"]\n\
+         tables = [\"public.customers\"]\n\n[roles.support.see]\ndefault = \"deny\"\n\
+         phone = {{ fn = \"redact\", with = \"hidden\" }}\n"
+    );
+    let p = loaded(&text).policy;
+    let support = &p.roles["support"];
+    assert_eq!(support.see_default, Visibility::Deny);
+    assert_eq!(
+        support.visibility("phone"),
+        &Visibility::Custom(Mask::Redact {
+            with: "hidden".into()
+        })
+    );
+
+    let text = format!(
+        "{BASE}[roles.support]\nusers = [\"support_app\"]\nstatements = [\"select\"]\n\
+         tables = [\"public.customers\"]\n[roles.support.see]\nphone = \"raw\"\nemail = \"raw\"\n"
+    );
+    assert_errors(
+        "unknown class in a see header table",
+        &text,
+        BASE_LINES,
+        &[(7, 1, "roles.support.see.email", "unknown class \"email\"")],
+    );
+}
