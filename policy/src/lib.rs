@@ -9,6 +9,7 @@
 //! - [`model`]: the validated policy (classes, column tags, roles, masks).
 //! - [`load`]: TOML text → [`model::Policy`], collecting every error with file:line:col.
 //! - [`error`]: [`error::PolicyError`] and diagnostics.
+//! - [`check`]: `pgveil check`: every diagnostic, or a one-line summary and warnings.
 //! - [`mask`]: a mask → SQL expression over a column.
 //! - [`catalog`]: the [`catalog::Catalog`] trait and a static snapshot for tests and `explain`.
 //! - [`analyze`]: SQL → statements with kind, relations, columns and functions.
@@ -16,5 +17,7 @@
 //! - [`rewrite`]: derived-table rewrite spliced into the original SQL text.
 //! - [`redact`]: literal stripping and fingerprints for the audit log.
 
+pub mod check;
 pub mod error;
+pub mod load;
 pub mod model;
