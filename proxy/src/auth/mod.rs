@@ -1,0 +1,5 @@
+//! Client authentication: SCRAM termination at pgveil and upstream login with the
+//! recovered ClientKey (the lead merges these lines into the full auth module).
+
+pub mod mock;
+pub mod scram;
