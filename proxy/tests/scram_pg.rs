@@ -12,7 +12,7 @@ use pgveil::auth::scram::{
     Verifier, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
 };
 use pgveil::auth::scram_config::DEFAULT_AUTH_QUERY;
-use pgveil::auth::verifier::{Lookup, LookupLogin, PlainDialer, VerifierSource};
+use pgveil::auth::verifier::{Lookup, LookupLogin, PlainDialer, VerifierError, VerifierSource};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -409,27 +409,42 @@ async fn recovered_client_key_logs_into_postgres() -> TestResult {
              CREATE ROLE pgveil_lookup LOGIN SUPERUSER PASSWORD 'lookup-pw';
              CREATE ROLE expired LOGIN PASSWORD 'x' VALID UNTIL '2000-01-01';
              CREATE ROLE nologin PASSWORD 'x';
+             CREATE ROLE weak LOGIN PASSWORD 'weak-pw';
              SET password_encryption = 'md5';
              CREATE ROLE legacy LOGIN PASSWORD 'legacy-pw';",
         )
         .await?;
 
     // The lookup connection logs in with SCRAM over TCP and reads verifiers.
-    let source = VerifierSource::from_query(
-        Arc::new(PlainDialer::Tcp {
-            host: "127.0.0.1".into(),
-            port: cluster.port,
-        }),
-        LookupLogin {
-            user: "pgveil_lookup".into(),
-            password: Some("lookup-pw".into()),
-            database: "postgres".into(),
-            query: DEFAULT_AUTH_QUERY.into(),
-            timeout: Duration::from_secs(10),
-        },
-        Duration::from_secs(60),
-    );
+    let lookup_as = |user: &str, password: &str| {
+        VerifierSource::from_query(
+            Arc::new(PlainDialer::Tcp {
+                host: "127.0.0.1".into(),
+                port: cluster.port,
+            }),
+            LookupLogin {
+                user: user.into(),
+                password: Some(password.into()),
+                database: "postgres".into(),
+                query: DEFAULT_AUTH_QUERY.into(),
+                timeout: Duration::from_secs(10),
+            },
+            Duration::from_secs(60),
+        )
+    };
+    let source = lookup_as("pgveil_lookup", "lookup-pw");
     source.check().await?;
+    // A role that cannot read pg_authid is caught by the start-up check.
+    let weak = lookup_as("weak", "weak-pw").check().await;
+    assert!(
+        matches!(&weak, Err(VerifierError::Query(e)) if e.contains("permission denied")),
+        "{weak:?}"
+    );
+    let bad_password = lookup_as("pgveil_lookup", "nope").check().await;
+    assert!(
+        matches!(bad_password, Err(VerifierError::Connect(_))),
+        "{bad_password:?}"
+    );
     let Lookup::Scram(verifier) = source.lookup("alice").await? else {
         return Err("alice should have a SCRAM verifier".into());
     };

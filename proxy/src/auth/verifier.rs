@@ -3,7 +3,7 @@
 //! login costs no extra round trip.
 
 use super::scram::Verifier;
-use super::scram_config::ScramConfig;
+use super::scram_config::{Fallback, ScramConfig};
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::future::Future;
@@ -40,6 +40,29 @@ impl Lookup {
         match secret {
             None | Some("") => Lookup::Missing,
             Some(text) => Verifier::parse(text).map_or(Lookup::Md5, Lookup::Scram),
+        }
+    }
+}
+
+/// How to authenticate a user, from its [`Lookup`] and the configured [`Fallback`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthPlan {
+    /// pgveil runs SCRAM against this verifier and logs in upstream with the key.
+    Scram(Verifier),
+    /// pgveil runs the mock exchange (verifier `None` in `ScramServer::start`), which
+    /// fails like a wrong password.
+    Mock,
+    /// Relay the exchange to PostgreSQL as in passthrough mode.
+    Passthrough,
+}
+
+impl Lookup {
+    /// What to do for a user with this lookup result under `fallback`.
+    pub fn plan(self, fallback: Fallback) -> AuthPlan {
+        match (self, fallback) {
+            (Lookup::Scram(v), _) => AuthPlan::Scram(v),
+            (Lookup::Md5 | Lookup::Missing, Fallback::Passthrough) => AuthPlan::Passthrough,
+            (Lookup::Md5 | Lookup::Missing, Fallback::Deny) => AuthPlan::Mock,
         }
     }
 }
@@ -217,12 +240,13 @@ impl VerifierSource {
         }
     }
 
-    /// Checks the source works (the file parses, the lookup role can log in), so a
-    /// misconfiguration shows at start and in readiness.
+    /// Checks the source works, so a misconfiguration shows at start and in
+    /// readiness: the file parses, or the lookup role can log in and run `auth_query`
+    /// (for its own name; table privileges are only checked when a query runs).
     pub async fn check(&self) -> Result<(), VerifierError> {
         match &self.backend {
             Backend::File { path, .. } => load_file(path).await.map(|_| ()),
-            Backend::Query(q) => q.connection().await.map(|_| ()),
+            Backend::Query(q) => q.fetch(&q.login.user).await.map(|_| ()),
         }
     }
 
@@ -338,7 +362,7 @@ impl QueryBackend {
                     if client.is_closed() {
                         self.reset(&client).await;
                     }
-                    return Err(VerifierError::Query(e.to_string()));
+                    return Err(VerifierError::Query(describe(&e)));
                 }
                 Err(_) => {
                     self.reset(&client).await;
@@ -383,7 +407,7 @@ impl QueryBackend {
         let (client, connection) = config
             .connect_raw(stream, NoTls)
             .await
-            .map_err(|e| VerifierError::Connect(e.to_string()))?;
+            .map_err(|e| VerifierError::Connect(describe(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "verifier lookup connection ended");
@@ -392,7 +416,7 @@ impl QueryBackend {
         let statement = client
             .prepare(&self.login.query)
             .await
-            .map_err(|e| VerifierError::Query(e.to_string()))?;
+            .map_err(|e| VerifierError::Query(describe(&e)))?;
         Ok((Arc::new(client), statement))
     }
 
@@ -406,6 +430,15 @@ impl QueryBackend {
         {
             *conn = None;
         }
+    }
+}
+
+/// A tokio-postgres error with the server's message and SQLSTATE when there is one
+/// (its `Display` says only "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }
 
@@ -495,6 +528,27 @@ mod tests {
         assert_eq!(Lookup::classify(Some("plaintext")), Lookup::Md5);
         assert_eq!(Lookup::classify(None), Lookup::Missing);
         assert_eq!(Lookup::classify(Some("")), Lookup::Missing);
+    }
+
+    #[test]
+    fn plan_follows_fallback() {
+        let Lookup::Scram(v) = Lookup::classify(Some(SCRAM)) else {
+            panic!("test verifier parses");
+        };
+        assert_eq!(
+            Lookup::Scram(v.clone()).plan(Fallback::Passthrough),
+            AuthPlan::Scram(v)
+        );
+        assert_eq!(Lookup::Md5.plan(Fallback::Deny), AuthPlan::Mock);
+        assert_eq!(Lookup::Missing.plan(Fallback::Deny), AuthPlan::Mock);
+        assert_eq!(
+            Lookup::Md5.plan(Fallback::Passthrough),
+            AuthPlan::Passthrough
+        );
+        assert_eq!(
+            Lookup::Missing.plan(Fallback::Passthrough),
+            AuthPlan::Passthrough
+        );
     }
 
     #[test]
