@@ -34,7 +34,6 @@ enum CbFlag {
 }
 
 /// A SCRAM exchange after server-first was sent, waiting for client-final.
-#[derive(Debug)]
 pub struct ScramServer {
     user: String,
     verifier: Verifier,
@@ -192,6 +191,16 @@ impl ScramServer {
             (CbFlag::NotOffered, _) if cbind == b"eSws" => Ok(()),
             _ => Err(ScramError::UnexpectedBindingAttribute),
         }
+    }
+}
+
+impl std::fmt::Debug for ScramServer {
+    /// Leaves out whether the exchange is a mock: logs must not reveal which users exist.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramServer")
+            .field("user", &self.user)
+            .field("cb_flag", &self.cb_flag)
+            .finish_non_exhaustive()
     }
 }
 

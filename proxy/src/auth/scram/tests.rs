@@ -573,3 +573,66 @@ fn mechanisms_offered_follow_binding() {
         &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256]
     );
 }
+
+mod fuzz {
+    //! No input from a client or a server may panic the state machines.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bytes biased towards SCRAM syntax, so parsing gets past the first attribute.
+    fn scramish() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                Just(b'n'),
+                Just(b'y'),
+                Just(b'p'),
+                Just(b'r'),
+                Just(b'c'),
+                Just(b'v'),
+                Just(b'e'),
+                Just(b','),
+                Just(b'='),
+                any::<u8>()
+            ],
+            0..64,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn server_never_panics(first in scramish(), last in scramish(), plus in any::<bool>()) {
+            let v = pg_verifier("x");
+            let mech = if plus { SCRAM_SHA_256_PLUS } else { SCRAM_SHA_256 };
+            let cb = plus.then_some(CERT_HASH);
+            let mut first_ok = b"n,,n=,r=abc".to_vec();
+            first_ok.extend_from_slice(&first);
+            for msg in [&first, &first_ok] {
+                if let Ok((server, _)) = ScramServer::start(mech, msg, Some(&v), &mock(), "u", cb) {
+                    let _ = server.finish(&last);
+                }
+            }
+        }
+
+        #[test]
+        fn client_never_panics(first in scramish(), last in scramish()) {
+            let v = pg_verifier("x");
+            let (mut client, _, _) = ScramClient::new(
+                ClientKey::from_bytes([1; KEY_LEN]),
+                v,
+                &[SCRAM_SHA_256],
+                UpstreamBinding::Plain,
+            ).expect("scram offered");
+            let _ = client.server_first(&first);
+            let _ = client.server_final(&last);
+        }
+
+        #[test]
+        fn parsers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..128), text in ".{0,80}") {
+            let _ = cert_end_point_hash(&bytes);
+            let _ = Verifier::parse(&text);
+            let _ = Verifier::parse(&format!("SCRAM-SHA-256${text}"));
+            let _ = crate::auth::verifier::parse_auth_file(&text);
+            let _ = crate::auth::verifier::parse_auth_file(&format!("\"{text}\" \"{text}"));
+        }
+    }
+}
