@@ -11,7 +11,7 @@ use pgveil::auth::scram::{
     cert_end_point_hash, ClientKey, ScramClient, ScramError, ScramServer, UpstreamBinding,
     Verifier, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
 };
-use pgveil::auth::scram_config::DEFAULT_AUTH_QUERY;
+use pgveil::auth::scram_config::{DEFAULT_AUTH_QUERY, LOOKUP_FUNCTION_SQL};
 use pgveil::auth::verifier::{Lookup, LookupLogin, PlainDialer, VerifierError, VerifierSource};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use std::path::{Path, PathBuf};
@@ -410,13 +410,15 @@ async fn recovered_client_key_logs_into_postgres() -> TestResult {
              CREATE ROLE expired LOGIN PASSWORD 'x' VALID UNTIL '2000-01-01';
              CREATE ROLE nologin PASSWORD 'x';
              CREATE ROLE weak LOGIN PASSWORD 'weak-pw';
+             CREATE ROLE pgveil_auth LOGIN PASSWORD 'auth-pw';
              SET password_encryption = 'md5';
              CREATE ROLE legacy LOGIN PASSWORD 'legacy-pw';",
         )
         .await?;
+    admin.batch_execute(LOOKUP_FUNCTION_SQL).await?;
 
     // The lookup connection logs in with SCRAM over TCP and reads verifiers.
-    let lookup_as = |user: &str, password: &str| {
+    let lookup_with = |user: &str, password: &str, query: &str| {
         VerifierSource::from_query(
             Arc::new(PlainDialer::Tcp {
                 host: "127.0.0.1".into(),
@@ -426,12 +428,13 @@ async fn recovered_client_key_logs_into_postgres() -> TestResult {
                 user: user.into(),
                 password: Some(password.into()),
                 database: "postgres".into(),
-                query: DEFAULT_AUTH_QUERY.into(),
+                query: query.into(),
                 timeout: Duration::from_secs(10),
             },
             Duration::from_secs(60),
         )
     };
+    let lookup_as = |user: &str, password: &str| lookup_with(user, password, DEFAULT_AUTH_QUERY);
     let source = lookup_as("pgveil_lookup", "lookup-pw");
     source.check().await?;
     // A role that cannot read pg_authid is caught by the start-up check.
@@ -440,6 +443,11 @@ async fn recovered_client_key_logs_into_postgres() -> TestResult {
         matches!(&weak, Err(VerifierError::Query(e)) if e.contains("permission denied")),
         "{weak:?}"
     );
+    // The documented SECURITY DEFINER function serves a non-superuser lookup role.
+    let definer = lookup_with("pgveil_auth", "auth-pw", "SELECT pgveil.get_auth($1)");
+    definer.check().await?;
+    assert!(matches!(definer.lookup("alice").await?, Lookup::Scram(_)));
+    assert_eq!(definer.lookup("nobody").await?, Lookup::Missing);
     let bad_password = lookup_as("pgveil_lookup", "nope").check().await;
     assert!(
         matches!(bad_password, Err(VerifierError::Connect(_))),

@@ -19,6 +19,10 @@ pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolpassword FROM pg_catalog.pg_auth
      WHERE rolname = $1 AND rolcanlogin \
      AND (rolvaliduntil IS NULL OR rolvaliduntil > now())";
 
+/// SQL that lets a non-superuser role `pgveil_auth` read verifiers through a
+/// `SECURITY DEFINER` function; use with `auth_query = "SELECT pgveil.get_auth($1)"`.
+pub const LOOKUP_FUNCTION_SQL: &str = include_str!("lookup_function.sql");
+
 /// What to do with a user whose verifier is md5 or missing, so pgveil cannot check a
 /// SCRAM proof for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -41,7 +45,7 @@ pub struct ScramConfig {
     pub fallback: Fallback,
     /// Role pgveil logs in as to read verifiers with `auth_query`. The default query
     /// reads `pg_authid`, which needs a superuser; otherwise point `auth_query` at a
-    /// `SECURITY DEFINER` function owned by one.
+    /// `SECURITY DEFINER` function owned by one ([`LOOKUP_FUNCTION_SQL`]).
     pub lookup_user: Option<String>,
     /// Environment variable holding `lookup_user`'s password.
     pub lookup_password_env: Option<String>,
