@@ -1,5 +1,12 @@
 //! Client authentication: SCRAM termination at pgveil and upstream login with the
 //! recovered ClientKey (the lead merges these lines into the full auth module).
+//!
+//! - [`scram`]: sans-IO SCRAM-SHA-256(-PLUS) server (client leg) and ClientKey client
+//!   (upstream leg), verifier parsing, `tls-server-end-point` hashing.
+//! - [`mock`]: per-process secret for mock challenges to unknown users.
+//! - [`verifier`]: where verifiers come from (`auth_query`, `auth_file`), TTL cache.
+//! - [`limiter`]: per-client-address failed-login throttle.
+//! - [`scram_config`]: the `[auth]` keys of `mode = "scram"`.
 
 pub mod limiter;
 pub mod mock;
