@@ -18,3 +18,7 @@
 
 pub mod error;
 pub mod model;
+pub mod catalog;
+pub mod functions;
+pub mod lexical;
+pub mod mask;
