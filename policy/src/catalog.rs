@@ -206,7 +206,10 @@ mod tests {
         });
         cat.add_function("public", "f");
         let back = StaticCatalog::from_json(&cat.to_json()).expect("own json parses");
-        assert_eq!(back.relation("public", "t").map(|r| r.columns.len()), Some(1));
+        assert_eq!(
+            back.relation("public", "t").map(|r| r.columns.len()),
+            Some(1)
+        );
         assert!(back.relation("public", "T").is_none());
         assert_eq!(back.user_function_schemas("f"), vec!["public".to_string()]);
         assert!(back.schema_exists("public"));

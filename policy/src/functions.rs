@@ -166,7 +166,10 @@ mod tests {
         assert_eq!(builtin_danger("query_to_xml", 4), Some(Danger::RunsSql));
         assert_eq!(builtin_danger("dblink_exec", 2), Some(Danger::External));
         assert_eq!(builtin_danger("lo_export", 2), Some(Danger::External));
-        assert_eq!(builtin_danger("set_config", 3), Some(Danger::ChangesSettings));
+        assert_eq!(
+            builtin_danger("set_config", 3),
+            Some(Danger::ChangesSettings)
+        );
         assert_eq!(builtin_danger("ts_rewrite", 2), Some(Danger::RunsSql));
         assert_eq!(builtin_danger("ts_rewrite", 3), None);
         assert_eq!(builtin_danger("lower", 1), None);

@@ -246,7 +246,12 @@ pub struct LineIndex<'a> {
 impl<'a> LineIndex<'a> {
     pub fn new(text: &'a str) -> Self {
         let mut starts = vec![0];
-        starts.extend(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
         LineIndex { text, starts }
     }
 
@@ -323,9 +328,7 @@ pub fn check_against(text: &str, scan: &Scan, tokens: &[TokenWithSpan]) -> Resul
         theirs.push(Region { start: s, end: e });
     }
     if theirs != scan.regions {
-        return Err(
-            "comments, literals or quoted identifiers are delimited ambiguously".into(),
-        );
+        return Err("comments, literals or quoted identifiers are delimited ambiguously".into());
     }
     Ok(())
 }

@@ -16,9 +16,15 @@
 //! - [`rewrite`]: derived-table rewrite spliced into the original SQL text.
 //! - [`redact`]: literal stripping and fingerprints for the audit log.
 
-pub mod error;
-pub mod model;
+pub mod analyze;
 pub mod catalog;
+pub mod decide;
+pub mod error;
 pub mod functions;
 pub mod lexical;
 pub mod mask;
+pub mod model;
+pub mod redact;
+pub mod rewrite;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -220,7 +220,12 @@ mod tests {
         assert!(p.contains("<= 7"));
         assert_eq!(render(&Mask::Null, "x", "date", &key), "NULL::date");
         assert_eq!(
-            render(&Mask::TruncateDate { to: DatePart::Year }, "\"b\"", "date", &key),
+            render(
+                &Mask::TruncateDate { to: DatePart::Year },
+                "\"b\"",
+                "date",
+                &key
+            ),
             "date_trunc('year', \"b\")::date"
         );
         assert_eq!(
@@ -238,8 +243,15 @@ mod tests {
             ),
             "md5((\"a\"))"
         );
-        assert!(render(&Mask::Redact { with: "it's".into() }, "x", "text", &key)
-            .contains("'it''s'"));
+        assert!(render(
+            &Mask::Redact {
+                with: "it's".into()
+            },
+            "x",
+            "text",
+            &key
+        )
+        .contains("'it''s'"));
         assert_eq!(null_of("text; drop table x"), "NULL::text");
     }
 
