@@ -700,10 +700,21 @@ impl<'a> Walker<'a> {
         use ast::Set as S;
         match set {
             S::SingleAssignment {
-                variable, values, ..
+                variable,
+                values,
+                scope,
+                ..
             } => {
                 let name = guc_name(variable);
+                let local = matches!(scope, Some(ast::ContextModifier::Local));
                 match name.as_str() {
+                    // SET LOCAL reverts at transaction end, behind the proxy's back.
+                    "search_path" if local => self.deny(
+                        DenyReason::SessionSetting,
+                        "42501",
+                        "SET LOCAL search_path is not allowed for this role; use SET search_path"
+                            .into(),
+                    ),
                     "search_path" => self.set_search_path(values),
                     "pgveil.purpose" => match values.as_slice() {
                         [v] => match setting_value(v) {
@@ -2179,12 +2190,6 @@ impl<'a> Walker<'a> {
         let Some(rel) = target.rel.clone() else {
             return;
         };
-        // RETURNING reads the row the statement produced: masked in place, not refused.
-        if let Some(top) = self.scopes.last_mut() {
-            for it in &mut top.items {
-                it.target = false;
-            }
-        }
         // Other FROM items of UPDATE … FROM / DELETE … USING (already rewritten).
         let others: Vec<String> = self
             .scopes
@@ -2197,6 +2202,16 @@ impl<'a> Walker<'a> {
                     .collect()
             })
             .unwrap_or_default();
+        if others.iter().any(String::is_empty) {
+            self.unsupported("RETURNING with an unaliased FROM item");
+            return;
+        }
+        // RETURNING reads the row the statement produced: masked in place, not refused.
+        if let Some(top) = self.scopes.last_mut() {
+            for it in &mut top.items {
+                it.target = false;
+            }
+        }
         for item in items {
             match item {
                 SelectItem::Wildcard(opts) => {

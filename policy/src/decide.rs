@@ -23,6 +23,11 @@ use crate::rewrite;
 /// Recursion limit for the parser: deep nesting is refused rather than overflowing.
 const RECURSION_LIMIT: usize = 64;
 
+/// Longest run of tokens without a comma, parenthesis or semicolon. Operator chains
+/// (`a + b + …`) build left-deep trees the parser does not count against its recursion
+/// limit; walking a very deep one would overflow the stack.
+const MAX_SEGMENT_TOKENS: usize = 8_000;
+
 /// What the proxy knows about the session when it asks for a decision.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionFacts<'a> {
@@ -260,6 +265,9 @@ pub fn decide(
             return refuse_or_pass(why);
         }
     }
+    if longest_segment(&tokens) > MAX_SEGMENT_TOKENS {
+        return refuse_or_pass("expression too long to analyse".into());
+    }
     let pieces = split_statements(sql, &tokens);
     let parsed = Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(RECURSION_LIMIT)
@@ -445,6 +453,27 @@ fn report(kind: StatementKind, decision: Decision, a: Analysis, piece: &str) -> 
         effects: a.effects,
         unparsed: false,
     }
+}
+
+fn longest_segment(tokens: &[TokenWithSpan]) -> usize {
+    // A parenthesised group counts as one operand of the run around it.
+    let mut longest = 0;
+    let mut run = 0usize;
+    let mut outer: Vec<usize> = Vec::new();
+    for t in tokens {
+        match t.token {
+            Token::Comma | Token::SemiColon => run = 0,
+            Token::LParen => {
+                outer.push(run);
+                run = 0;
+            }
+            Token::RParen => run = outer.pop().unwrap_or(0) + 1,
+            Token::Whitespace(_) => {}
+            _ => run += 1,
+        }
+        longest = longest.max(run);
+    }
+    longest
 }
 
 /// Splits the text at top-level semicolons into the non-empty statement texts.

@@ -922,3 +922,27 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn long_operator_chains_are_refused_not_overflowing() {
+    let sql = format!(
+        "SELECT 1 FROM customers WHERE {}1 = 1",
+        "1 + ".repeat(100_000)
+    );
+    let h = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || bi(&sql).verdict)
+        .expect("thread spawns");
+    let v = h.join().expect("no stack overflow");
+    assert!(matches!(v, Verdict::Deny(d) if d.reason == DenyReason::Unparsable));
+    let sql = format!(
+        "SELECT 1 FROM customers WHERE {}1 = 1",
+        "(1) + ".repeat(100_000)
+    );
+    assert!(matches!(bi(&sql).verdict, Verdict::Deny(d) if d.reason == DenyReason::Unparsable));
+    let sql = format!(
+        "SELECT 1 FROM customers WHERE {}1 = 1",
+        "1 + ".repeat(1_000)
+    );
+    rewritten(&bi(&sql), "bi");
+}
