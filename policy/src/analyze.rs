@@ -339,7 +339,15 @@ impl<'a> Walker<'a> {
         use StatementKind as K;
         match stmt {
             Statement::Query(q) => {
-                self.set_kind(K::Select);
+                // `WITH … UPDATE/INSERT/DELETE/MERGE` is that statement, not a SELECT.
+                let kind = match q.body.as_ref() {
+                    SetExpr::Insert(_) => K::Insert,
+                    SetExpr::Update(_) => K::Update,
+                    SetExpr::Delete(_) => K::Delete,
+                    SetExpr::Merge(_) => K::Merge,
+                    _ => K::Select,
+                };
+                self.set_kind(kind);
                 self.walk_query(q);
             }
             Statement::Insert(ins) => {
@@ -1683,6 +1691,8 @@ impl<'a> Walker<'a> {
                     let alias = fold(id);
                     if let Some(it) = self.find_item(&alias) {
                         self.whole_row(&it);
+                        let idents: Vec<&Ident> = n.0.iter().filter_map(|p| p.as_ident()).collect();
+                        self.drop_schema_qualifier(&it, &idents);
                     }
                 }
             }
@@ -1696,6 +1706,30 @@ impl<'a> Walker<'a> {
             }
         }
         None
+    }
+
+    /// `schema.table.column` / `schema.table.*` against a rewritten relation: drop the
+    /// schema so the reference names the derived table's alias (`quals` ends with the
+    /// table name).
+    fn drop_schema_qualifier(&mut self, it: &FromItem, quals: &[&Ident]) {
+        if quals.len() < 2
+            || !it.implicit_alias
+            || it.target
+            || !it.rel.as_ref().is_some_and(|r| r.protected)
+        {
+            return;
+        }
+        match (
+            self.cx.lines.offset(quals[0].span.start),
+            self.cx.lines.offset(quals[quals.len() - 1].span.start),
+        ) {
+            (Some(s), Some(e)) if s < e => self.out.edits.push(Edit {
+                start: s,
+                end: e,
+                text: String::new(),
+            }),
+            _ => self.unsupported("could not locate a schema-qualified reference"),
+        }
     }
 
     fn column_ref_quiet(&mut self, quals: &[&Ident], col: &Ident) {
@@ -1745,23 +1779,7 @@ impl<'a> Walker<'a> {
             if it.rel.as_ref().is_some_and(|r| r.col(&name).is_some()) {
                 self.read_column(&it, &name);
             }
-            if quals.len() >= 2
-                && it.implicit_alias
-                && it.rel.as_ref().is_some_and(|r| r.protected && !it.target)
-            {
-                // schema.table.column against a rewritten relation: drop the schema so
-                // the reference names the derived table's alias.
-                if let (Some(s), Some(e)) = (
-                    self.cx.lines.offset(quals[0].span.start),
-                    self.cx.lines.offset(quals[quals.len() - 1].span.start),
-                ) {
-                    self.out.edits.push(Edit {
-                        start: s,
-                        end: e,
-                        text: String::new(),
-                    });
-                }
-            }
+            self.drop_schema_qualifier(&it, quals);
         }
     }
 
