@@ -1,6 +1,10 @@
 //! pgveil: a transparent PostgreSQL wire-protocol proxy that protects personal data.
 //!
 //! Modules, one job each:
+//! - [`app`]: assembling policy, catalog cache and hooks from the config.
+//! - [`catalog`]: the shared catalog cache (relations, columns, views, functions).
+//! - [`enforce`]: policy enforcement per session, decision cache, reload, scrubbing.
+//! - [`explain`]: `pgveil explain`.
 //! - [`cli`]: the command line (`run`, `check`, `explain`, `audit verify`, `demo`).
 //! - [`config`]: `pgveil.toml`, parsed and validated.
 //! - [`server`]: the listener, connection cap and per-connection tasks.
@@ -16,10 +20,14 @@
 //! - [`cancel`]: proxy-issued cancel keys.
 //! - [`wire`]: framing and the few message decoders/encoders the proxy needs.
 
+pub mod app;
 pub mod auth;
 pub mod cancel;
+pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod enforce;
+pub mod explain;
 pub mod hook;
 pub mod protocol_state;
 pub mod server;
