@@ -4,3 +4,6 @@
 //! - [`cli`]: the command line (`run`, `check`, `explain`, `audit verify`, `demo`).
 
 pub mod cli;
+pub mod health;
+pub mod logging;
+pub mod metrics;
