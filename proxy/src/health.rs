@@ -123,9 +123,16 @@ impl Health {
     /// Records the state of `check` (registering it if needed); state changes are logged.
     pub fn set(&self, check: Check, ok: bool, detail: impl Into<String>) {
         let detail = detail.into();
-        let mut checks = self.write();
-        let slot = &mut checks[check as usize];
-        let was_ok = slot.as_ref().map(|s| s.ok);
+        let was_ok = {
+            let mut checks = self.write();
+            let slot = &mut checks[check as usize];
+            let was_ok = slot.as_ref().map(|s| s.ok);
+            *slot = Some(CheckState {
+                ok,
+                detail: detail.clone(),
+            });
+            was_ok
+        };
         if was_ok != Some(ok) {
             if ok {
                 tracing::info!(check = %check, detail = %detail, "readiness check ok");
@@ -133,7 +140,6 @@ impl Health {
                 tracing::warn!(check = %check, detail = %detail, "readiness check failing");
             }
         }
-        *slot = Some(CheckState { ok, detail });
     }
 
     /// The last state of `check`, if registered.
@@ -198,7 +204,7 @@ impl Health {
 /// Runs `probe` every `interval` and records its outcome as `check`: `Ok(detail)` sets it
 /// ok, `Err(e)` or a probe that takes longer than `interval` sets it failing. The check is
 /// registered immediately, so readiness waits for the first successful probe. Abort the
-/// returned handle to stop probing.
+/// returned handle to stop probing. Must be called from within a tokio runtime.
 pub fn spawn_probe<F, Fut, T, E>(
     health: Arc<Health>,
     check: Check,
