@@ -235,3 +235,61 @@ fn global_instance_exports_build_info_and_process_metrics() {
     #[cfg(target_os = "linux")]
     assert!(text.contains("process_cpu_seconds_total"));
 }
+
+/// Every `pgveil_*` name used by the shipped alerts, dashboard and docs exists, so a
+/// renamed metric cannot silently break monitoring.
+#[test]
+fn deploy_files_and_docs_only_use_existing_metrics() {
+    let m = Metrics::new().unwrap();
+    // Touch every labelled family so that it appears in the exposition.
+    m.query("r", StatementKind::Select, QueryDecision::Allow, 0.001);
+    m.denied("r", "table");
+    m.masked("r", "c", 1);
+    m.rewrite(0.0001);
+    m.audit_written("file");
+    m.policy_loaded("abc");
+    let text = String::from_utf8(m.encode_text().unwrap()).unwrap();
+    // Sample names (`…_bucket`, `…_count`) and family names (from `# TYPE name kind`).
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(family) => family.split(' ').next(),
+            None if l.starts_with('#') => None,
+            None => l.split(['{', ' ']).next(),
+        })
+        .collect();
+
+    let sources = [
+        (
+            "deploy/kubernetes/prometheusrule.yaml",
+            include_str!("../../../deploy/kubernetes/prometheusrule.yaml"),
+        ),
+        (
+            "deploy/grafana/pgveil-dashboard.json",
+            include_str!("../../../deploy/grafana/pgveil-dashboard.json"),
+        ),
+        (
+            "docs/operations.md",
+            include_str!("../../../docs/operations.md"),
+        ),
+    ];
+    let mut checked = 0;
+    for (file, body) in sources {
+        for (start, _) in body.match_indices("pgveil_") {
+            let name: String = body[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            // Prose like `pgveil_catalog` (a database user) is not a metric.
+            if name == "pgveil_catalog" || name.ends_with('_') {
+                continue;
+            }
+            checked += 1;
+            assert!(
+                exported.contains(name.as_str()),
+                "{file} uses {name}, which pgveil does not export"
+            );
+        }
+    }
+    assert!(checked > 20, "expected metric references, found {checked}");
+}
