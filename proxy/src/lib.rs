@@ -5,6 +5,9 @@
 //! - [`catalog`]: the shared catalog cache (relations, columns, views, functions).
 //! - [`enforce`]: policy enforcement per session, decision cache, reload, scrubbing.
 //! - [`explain`]: `pgveil explain`.
+//! - [`metrics`]: Prometheus metrics, verbs over bounded labels.
+//! - [`health`]: HTTP endpoint for /metrics, /healthz, /readyz.
+//! - [`logging`]: tracing setup (text or JSON).
 //! - [`cli`]: the command line (`run`, `check`, `explain`, `audit verify`, `demo`).
 //! - [`config`]: `pgveil.toml`, parsed and validated.
 //! - [`server`]: the listener, connection cap and per-connection tasks.
@@ -28,7 +31,10 @@ pub mod cli;
 pub mod config;
 pub mod enforce;
 pub mod explain;
+pub mod health;
 pub mod hook;
+pub mod logging;
+pub mod metrics;
 pub mod protocol_state;
 pub mod server;
 pub mod session;
