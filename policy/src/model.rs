@@ -301,7 +301,9 @@ impl Policy {
     pub fn class_of(&self, schema: &str, table: &str, column: &str) -> Option<&Class> {
         self.columns
             .iter()
-            .find(|t| t.schema.matches(schema) && t.table.matches(table) && t.column.matches(column))
+            .find(|t| {
+                t.schema.matches(schema) && t.table.matches(table) && t.column.matches(column)
+            })
             .and_then(|t| self.classes.get(&t.class))
     }
 }
