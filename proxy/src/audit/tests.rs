@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::verify::Problem;
@@ -503,6 +503,14 @@ struct Collector {
 
 impl Collector {
     async fn start(port: u16, lines: Arc<Mutex<Vec<String>>>) -> Collector {
+        Collector::start_with(port, lines, None).await
+    }
+
+    async fn start_with(
+        port: u16,
+        lines: Arc<Mutex<Vec<String>>>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Collector {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("collector port free");
@@ -512,7 +520,20 @@ impl Collector {
             // Owned by this task: aborting it closes every connection too.
             let mut conns = JoinSet::new();
             while let Ok((sock, _)) = listener.accept().await {
-                conns.spawn(serve_connection(sock, l.clone(), a.clone()));
+                let (l, a) = (l.clone(), a.clone());
+                match &tls {
+                    None => {
+                        conns.spawn(serve_connection(sock, l, a));
+                    }
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        conns.spawn(async move {
+                            if let Ok(stream) = acceptor.accept(sock).await {
+                                serve_connection(stream, l, a).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         Collector { lines, auth, task }
@@ -527,8 +548,8 @@ impl Collector {
     }
 }
 
-async fn serve_connection(
-    sock: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    sock: S,
     lines: Arc<Mutex<Vec<String>>>,
     auth: Arc<Mutex<Vec<String>>>,
 ) {
@@ -753,6 +774,66 @@ async fn http_sink_sends_bearer_token_from_file() {
     assert_eq!(collector.count(), 1);
     let auth = collector.auth.lock().expect("auth").clone();
     assert_eq!(auth, ["Bearer s3cret"]);
+    collector.stop();
+}
+
+#[tokio::test]
+async fn https_sink_trusts_its_ca_file() {
+    let key =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    fs::write(&ca, key.cert.pem()).expect("writable");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![key.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into()),
+        )
+        .expect("server config");
+    let port = free_port().await;
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let collector = Collector::start_with(port, lines.clone(), Some(acceptor)).await;
+
+    let trusted = HttpSinkConfig {
+        url: format!("https://localhost:{port}/ingest"),
+        ca_file: Some(ca),
+        ..http_sink(port)
+    };
+    let auditor = Auditor::start(
+        &config(vec![SinkConfig::Http(trusted)]),
+        Arc::new(NoopObserver),
+    )
+    .await
+    .expect("starts");
+    auditor.record(stmt(1)).await.expect("recorded");
+    tokio::time::timeout(Duration::from_secs(10), auditor.shutdown())
+        .await
+        .expect("delivered over TLS");
+    assert_eq!(collector.count(), 1);
+
+    // Without the CA the web roots do not trust the collector: nothing is delivered.
+    let untrusted = HttpSinkConfig {
+        url: format!("https://localhost:{port}/ingest"),
+        ..http_sink(port)
+    };
+    let auditor = Auditor::start(
+        &config(vec![SinkConfig::Http(untrusted)]),
+        Arc::new(NoopObserver),
+    )
+    .await
+    .expect("starts");
+    auditor.record(stmt(1)).await.expect("recorded");
+    eventually("TLS failure", Duration::from_secs(10), || {
+        !auditor.is_healthy()
+    })
+    .await;
+    assert_eq!(auditor.failing_sinks(), ["http"]);
+    assert_eq!(collector.count(), 1);
     collector.stop();
 }
 

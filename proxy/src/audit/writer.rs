@@ -79,15 +79,16 @@ impl Writer {
                 break;
             }
             let batch = seal(&mut self.chain, &self.shared, events.drain(..));
-            for sink in &self.sinks {
-                if sink.tx.send(batch.clone()).await.is_err() {
-                    tracing::error!(sink = %sink.state.name, "audit sink task is gone");
-                    sink.state.set_healthy(false);
-                }
-            }
+            self.fan_out(batch).await;
             self.observer
                 .queue_depth(self.capacity.saturating_sub(self.rx.capacity()));
         }
+        // Drops counted after the last batch still get their event.
+        if self.shared.dropped.load(Ordering::Relaxed) > 0 {
+            let batch = seal(&mut self.chain, &self.shared, std::iter::empty());
+            self.fan_out(batch).await;
+        }
+        self.observer.queue_depth(0);
         let sinks = std::mem::take(&mut self.sinks);
         for sink in sinks {
             drop(sink.tx);
@@ -96,6 +97,18 @@ impl Writer {
             }
         }
         drop(guard);
+    }
+}
+
+impl Writer {
+    /// Hands the same batch to every sink, waiting while a sink is behind.
+    async fn fan_out(&self, batch: Arc<Batch>) {
+        for sink in &self.sinks {
+            if sink.tx.send(batch.clone()).await.is_err() {
+                tracing::error!(sink = %sink.state.name, "audit sink task is gone");
+                sink.state.set_healthy(false);
+            }
+        }
     }
 }
 
