@@ -9,6 +9,7 @@
 //! first line). Hashing the exact bytes makes the check independent of any JSON
 //! re-serialization: anyone can verify with `head -c`, `sha256sum` and the previous line.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -28,6 +29,8 @@ const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
 pub(crate) struct Chain {
     next_seq: u64,
     prev_hash: String,
+    /// Longest `query` kept, in bytes; longer ones are cut (after literal stripping).
+    max_query_bytes: usize,
 }
 
 /// The last valid line of an existing log, from which a restarted writer continues.
@@ -39,24 +42,27 @@ pub(crate) struct ChainTip {
 
 impl Chain {
     /// A new chain (seq 1) or one that continues after `tip`.
-    pub fn new(genesis: &str, tip: Option<ChainTip>) -> Chain {
-        match tip {
-            Some(t) => Chain {
-                next_seq: t.seq.saturating_add(1),
-                prev_hash: t.hash,
-            },
-            None => Chain {
-                next_seq: 1,
-                prev_hash: genesis.to_string(),
-            },
+    pub fn new(genesis: &str, tip: Option<ChainTip>, max_query_bytes: usize) -> Chain {
+        let (next_seq, prev_hash) = match tip {
+            Some(t) => (t.seq.saturating_add(1), t.hash),
+            None => (1, genesis.to_string()),
+        };
+        Chain {
+            next_seq,
+            prev_hash,
+            max_query_bytes,
         }
     }
 
     /// Appends the sealed line for `ev` (with its trailing newline) to `out`. `ts` is
-    /// stamped now when the event has none; literals left in `query` become `?`.
+    /// stamped now when the event has none; literals left in `query` become `?` and a
+    /// query longer than `max_query_bytes` is cut.
     pub fn append(&mut self, ev: &AuditEvent, out: &mut Vec<u8>) {
         let ts = rfc3339_millis(ev.ts.unwrap_or_else(std::time::SystemTime::now));
-        let query = ev.query.as_deref().map(strip_literals);
+        let query = ev
+            .query
+            .as_deref()
+            .map(|q| truncate(strip_literals(q), self.max_query_bytes));
         let line = LineRef {
             seq: self.next_seq,
             ts: &ts,
@@ -100,6 +106,21 @@ impl Chain {
         self.next_seq
     }
 }
+
+/// Cuts `q` to at most `max` bytes at a character boundary, marking the cut.
+fn truncate(q: Cow<'_, str>, max: usize) -> Cow<'_, str> {
+    if q.len() <= max {
+        return q;
+    }
+    let mut end = max;
+    while !q.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}{TRUNCATED}", &q[..end]))
+}
+
+/// Appended to a query cut at `max_query_bytes`.
+const TRUNCATED: &str = "…[truncated]";
 
 /// Borrowed view that fixes the member order of a line.
 #[derive(Serialize)]
@@ -238,7 +259,7 @@ mod tests {
 
     #[test]
     fn lines_are_sealed_and_linked() {
-        let mut chain = Chain::new(DEFAULT_GENESIS, None);
+        let mut chain = Chain::new(DEFAULT_GENESIS, None, 1024);
         let mut out = Vec::new();
         chain.append(&event("SELECT 1"), &mut out);
         chain.append(&event("SELECT $1"), &mut out);
@@ -266,7 +287,7 @@ mod tests {
 
     #[test]
     fn hash_is_sha256_of_line_without_hash_member() {
-        let mut chain = Chain::new(DEFAULT_GENESIS, None);
+        let mut chain = Chain::new(DEFAULT_GENESIS, None, 1024);
         let mut out = Vec::new();
         chain.append(&event("SELECT $1"), &mut out);
         let line = std::str::from_utf8(&out).expect("utf-8").trim_end();
@@ -276,8 +297,21 @@ mod tests {
     }
 
     #[test]
+    fn long_queries_are_cut_at_a_char_boundary() {
+        let mut chain = Chain::new(DEFAULT_GENESIS, None, 8);
+        let mut out = Vec::new();
+        chain.append(&event("SELECT é, 'x' FROM t"), &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["query"], "SELECT …[truncated]");
+        chain.append(&event("SELECT 1"), &mut out);
+        assert!(String::from_utf8(out)
+            .expect("utf-8")
+            .contains("\"query\":\"SELECT ?\""));
+    }
+
+    #[test]
     fn changed_line_is_detected() {
-        let mut chain = Chain::new(DEFAULT_GENESIS, None);
+        let mut chain = Chain::new(DEFAULT_GENESIS, None, 1024);
         let mut out = Vec::new();
         chain.append(&event("SELECT $1"), &mut out);
         out.pop();

@@ -56,6 +56,10 @@ pub struct AuditConfig {
     /// Longest delay in milliseconds between retries of a failing sink (default 30000).
     #[serde(default = "default_retry_max_ms")]
     pub retry_max_ms: u64,
+    /// Longest `query` text kept in an event, in bytes (default 65536); longer text is
+    /// cut and ends with `…[truncated]`.
+    #[serde(default = "default_max_query_bytes")]
+    pub max_query_bytes: usize,
 }
 
 impl Default for AuditConfig {
@@ -68,6 +72,7 @@ impl Default for AuditConfig {
             genesis: default_genesis(),
             retry_initial_ms: default_retry_initial_ms(),
             retry_max_ms: default_retry_max_ms(),
+            max_query_bytes: default_max_query_bytes(),
         }
     }
 }
@@ -211,6 +216,9 @@ impl AuditConfig {
         if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
             return bad("retry_initial_ms must be at least 1 and at most retry_max_ms".into());
         }
+        if self.max_query_bytes < 64 {
+            return bad("max_query_bytes must be at least 64".into());
+        }
         let mut names = HashSet::new();
         let mut paths = HashSet::new();
         for (i, sink) in self.sinks.iter().enumerate() {
@@ -326,6 +334,9 @@ fn default_retry_initial_ms() -> u64 {
 }
 fn default_retry_max_ms() -> u64 {
     30_000
+}
+fn default_max_query_bytes() -> usize {
+    65536
 }
 fn default_keep() -> u32 {
     10

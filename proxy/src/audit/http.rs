@@ -54,6 +54,13 @@ struct Target {
     path: String,
 }
 
+/// Why a POST failed: before any answer (a reused connection may just have been closed
+/// by the collector), or with an answer or a timeout (retrying at once would not help).
+enum Failure {
+    Request(String),
+    Answer(String),
+}
+
 /// How the sink authenticates to the collector.
 enum Token {
     None,
@@ -157,12 +164,29 @@ impl HttpSink {
         (body.freeze(), n)
     }
 
-    /// One POST of `body`; any 2xx acknowledges it.
+    /// One POST of `body`; any 2xx acknowledges it. A kept-alive connection the
+    /// collector closed while idle is replaced once at once, without counting a failure.
     async fn post(&mut self, body: Bytes) -> Result<(), String> {
-        let mut sender = match self.conn.take() {
-            Some(s) if !s.is_closed() => s,
-            _ => self.connect().await?,
-        };
+        if let Some(sender) = self.conn.take().filter(|s| !s.is_closed()) {
+            match self.exchange(sender, body.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(Failure::Request(e)) => {
+                    tracing::debug!(error = %e, "kept-alive audit collector connection failed; reconnecting");
+                }
+                Err(Failure::Answer(e)) => return Err(e),
+            }
+        }
+        let sender = self.connect().await?;
+        self.exchange(sender, body).await.map_err(|f| match f {
+            Failure::Request(e) | Failure::Answer(e) => e,
+        })
+    }
+
+    async fn exchange(
+        &mut self,
+        mut sender: SendRequest<Full<Bytes>>,
+        body: Bytes,
+    ) -> Result<(), Failure> {
         let mut req = Request::post(self.target.path.as_str())
             .header(HOST, self.target.authority.clone())
             .header(CONTENT_TYPE, "application/x-ndjson")
@@ -172,7 +196,7 @@ impl HttpSink {
         }
         let req = req
             .body(Full::new(body))
-            .map_err(|e| format!("cannot build request: {e}"))?;
+            .map_err(|e| Failure::Answer(format!("cannot build request: {e}")))?;
         let exchange = async {
             sender.ready().await?;
             let resp = sender.send_request(req).await?;
@@ -185,8 +209,13 @@ impl HttpSink {
         };
         let (status, drained) = match timeout(self.timeout, exchange).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(format!("request failed: {e}")),
-            Err(_) => return Err(format!("no answer within {} ms", self.timeout.as_millis())),
+            Ok(Err(e)) => return Err(Failure::Request(format!("request failed: {e}"))),
+            Err(_) => {
+                return Err(Failure::Answer(format!(
+                    "no answer within {} ms",
+                    self.timeout.as_millis()
+                )))
+            }
         };
         if drained {
             self.conn = Some(sender);
@@ -197,7 +226,7 @@ impl HttpSink {
         if matches!(status.as_u16(), 401 | 403) {
             self.reload_token().await;
         }
-        Err(format!("collector answered {status}"))
+        Err(Failure::Answer(format!("collector answered {status}")))
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {

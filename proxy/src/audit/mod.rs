@@ -44,7 +44,7 @@ pub use config::{
 };
 pub use event::{rfc3339_millis, AuditEvent, Columns, EventKind};
 pub use literals::strip_literals;
-pub use verify::{cli_verify, discover_rotated, verify, VerifyError, VerifyReport};
+pub use verify::{cli_verify, discover_rotated, verify, ChainProblem, VerifyError, VerifyReport};
 
 use chain::{Chain, ChainTip};
 use sink::{Backoff, SinkHandle, SinkState};
@@ -178,7 +178,7 @@ impl Auditor {
         }
         Ok(Auditor::spawn(
             cfg,
-            Chain::new(&cfg.genesis, tip),
+            Chain::new(&cfg.genesis, tip, cfg.max_query_bytes),
             handles,
             observer,
         ))

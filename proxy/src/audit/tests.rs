@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::verify::Problem;
+use super::verify::ChainProblem;
 use super::*;
 
 /// Counts what the auditor reports.
@@ -122,7 +122,7 @@ fn write_lines(path: &Path, lines: &[String]) {
     fs::write(path, text).expect("writable");
 }
 
-fn broken_at(r: Result<VerifyReport, VerifyError>) -> (u64, Problem) {
+fn broken_at(r: Result<VerifyReport, VerifyError>) -> (u64, ChainProblem) {
     match r {
         Err(VerifyError::Broken { line, problem, .. }) => (line, problem),
         other => panic!("expected a broken chain, got {other:?}"),
@@ -157,7 +157,7 @@ async fn verify_names_the_tampered_line() {
     write_lines(&bad, &lines);
     assert_eq!(
         broken_at(verify(&bad_files, genesis)),
-        (4, Problem::Changed { seq: 4 })
+        (4, ChainProblem::Changed { seq: 4 })
     );
 
     // A deleted line.
@@ -168,7 +168,7 @@ async fn verify_names_the_tampered_line() {
         broken_at(verify(&bad_files, genesis)),
         (
             5,
-            Problem::Seq {
+            ChainProblem::Seq {
                 expected: 5,
                 found: 6
             }
@@ -183,7 +183,7 @@ async fn verify_names_the_tampered_line() {
         broken_at(verify(&bad_files, genesis)),
         (
             6,
-            Problem::Seq {
+            ChainProblem::Seq {
                 expected: 6,
                 found: 7
             }
@@ -198,7 +198,7 @@ async fn verify_names_the_tampered_line() {
         broken_at(verify(&bad_files, genesis)),
         (
             9,
-            Problem::Seq {
+            ChainProblem::Seq {
                 expected: 9,
                 found: 2
             }
@@ -211,7 +211,7 @@ async fn verify_names_the_tampered_line() {
     write_lines(&bad, &lines);
     assert_eq!(
         broken_at(verify(&bad_files, genesis)),
-        (4, Problem::Link { seq: 4 })
+        (4, ChainProblem::Link { seq: 4 })
     );
 
     // The first line removed: caught with the genesis, reported as a note without.
@@ -221,7 +221,7 @@ async fn verify_names_the_tampered_line() {
         broken_at(verify(&bad_files, genesis)),
         (
             1,
-            Problem::Seq {
+            ChainProblem::Seq {
                 expected: 1,
                 found: 2
             }
@@ -237,7 +237,7 @@ async fn verify_names_the_tampered_line() {
     fs::write(&bad, text).expect("writable");
     assert!(matches!(
         broken_at(verify(&bad_files, genesis)),
-        (11, Problem::Malformed(_))
+        (11, ChainProblem::Malformed(_))
     ));
 
     let (ok, text) = cli_verify(&files);
@@ -289,7 +289,7 @@ async fn rotation_keeps_the_chain() {
     let without: Vec<PathBuf> = files.iter().filter(|f| **f != middle).cloned().collect();
     assert!(matches!(
         broken_at(verify(&without, Some(DEFAULT_GENESIS))),
-        (1, Problem::Seq { .. })
+        (1, ChainProblem::Seq { .. })
     ));
 
     // With few files kept the oldest go; what remains still verifies from its anchor.
@@ -375,7 +375,7 @@ async fn writer_sink_streams_lines() {
             max: Duration::from_millis(10),
         },
     );
-    let mut chain = chain::Chain::new(DEFAULT_GENESIS, None);
+    let mut chain = chain::Chain::new(DEFAULT_GENESIS, None, 1024);
     let mut data = Vec::new();
     let mut ends = Vec::new();
     for i in 0..3 {

@@ -42,13 +42,13 @@ pub enum VerifyError {
     Broken {
         path: PathBuf,
         line: u64,
-        problem: Problem,
+        problem: ChainProblem,
     },
 }
 
 /// What is wrong with a line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Problem {
+pub enum ChainProblem {
     #[error("malformed line: {0}")]
     Malformed(String),
     #[error("hash mismatch (seq {seq}): the line was changed")]
@@ -117,15 +117,15 @@ fn verify_file(
         if buf.pop() != Some(b'\n') {
             return Err(broken(
                 line_no,
-                Problem::Malformed("incomplete last line (no newline)".into()),
+                ChainProblem::Malformed("incomplete last line (no newline)".into()),
             ));
         }
         let fields = check_line(&buf).map_err(|e| {
             broken(
                 line_no,
                 match e {
-                    LineError::Malformed(what) => Problem::Malformed(what),
-                    LineError::HashMismatch { seq } => Problem::Changed { seq },
+                    LineError::Malformed(what) => ChainProblem::Malformed(what),
+                    LineError::HashMismatch { seq } => ChainProblem::Changed { seq },
                 },
             )
         })?;
@@ -135,14 +135,14 @@ fn verify_file(
                 if fields.seq != expected {
                     return Err(broken(
                         line_no,
-                        Problem::Seq {
+                        ChainProblem::Seq {
                             expected,
                             found: fields.seq,
                         },
                     ));
                 }
                 if &fields.prev_hash != last_hash {
-                    return Err(broken(line_no, Problem::Link { seq: fields.seq }));
+                    return Err(broken(line_no, ChainProblem::Link { seq: fields.seq }));
                 }
             }
             _ => {
@@ -150,14 +150,14 @@ fn verify_file(
                     if fields.seq != 1 {
                         return Err(broken(
                             line_no,
-                            Problem::Seq {
+                            ChainProblem::Seq {
                                 expected: 1,
                                 found: fields.seq,
                             },
                         ));
                     }
                     if fields.prev_hash != g {
-                        return Err(broken(line_no, Problem::Genesis));
+                        return Err(broken(line_no, ChainProblem::Genesis));
                     }
                 }
                 report.first_seq = Some(fields.seq);
