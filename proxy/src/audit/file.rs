@@ -414,6 +414,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rotates_by_age() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.jsonl");
+        let mut c = cfg(&path);
+        c.max_age_s = Some(1);
+        c.fsync = FsyncPolicy::Interval;
+        c.fsync_interval_ms = 10;
+        let (mut sink, _) = FileSink::open(&c).expect("open");
+        sink.accept(batch(&["old"]));
+        assert_eq!(sink.flush(false).await.delivered, 1);
+        assert!(
+            sink.deadline().is_some(),
+            "an unsynced file has an fsync deadline"
+        );
+        sink.accept(batch(&["young"]));
+        assert_eq!(sink.flush(false).await.delivered, 1);
+        assert!(!rotated_path(&path, 1).exists(), "rotated too early");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(sink.is_due(Instant::now()), "the fsync interval has passed");
+        sink.accept(batch(&["new"]));
+        assert_eq!(sink.flush(false).await.delivered, 1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(sink.is_due(Instant::now()));
+        assert_eq!(sink.flush(false).await.error, None);
+        assert_eq!(sink.deadline(), None, "synced after the interval");
+        assert_eq!(fs::read_to_string(&path).expect("read"), "new\n");
+        assert_eq!(
+            fs::read_to_string(rotated_path(&path, 1)).expect("read"),
+            "old\nyoung\n"
+        );
+    }
+
+    #[tokio::test]
     async fn torn_tail_is_trimmed_on_open() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.jsonl");
