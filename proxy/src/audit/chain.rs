@@ -207,18 +207,36 @@ pub(crate) fn check_line(line: &[u8]) -> Result<LineFields, LineError> {
     })
 }
 
+/// What the end of an existing log holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// No file, or an empty one.
+    Empty,
+    /// The last valid line, and how many complete lines after it are not valid.
+    Valid { tip: ChainTip, invalid_after: usize },
+    /// Content, but no valid audit line in the last [`MAX_TAIL_SCAN`] bytes: probably
+    /// not an audit log (a wrong path) or a destroyed one.
+    NoValidLine,
+}
+
+/// How far back from the end a restart looks for the last valid line.
+pub(crate) const MAX_TAIL_SCAN: u64 = 64 * 1024 * 1024;
+
 /// Finds the last valid line of `path` (complete, well-formed, hash matching), reading
-/// backwards from the end. `Ok(None)` when the file is missing, empty or has none.
-pub(crate) fn last_valid_line(path: &Path) -> io::Result<Option<ChainTip>> {
+/// backwards from the end in growing windows.
+pub(crate) fn last_valid_line(path: &Path) -> io::Result<Tail> {
     let mut file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Tail::Empty),
         Err(e) => return Err(e),
     };
     let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(Tail::Empty);
+    }
     let mut window: u64 = 64 * 1024;
     loop {
-        let start = len.saturating_sub(window);
+        let start = len.saturating_sub(window.min(MAX_TAIL_SCAN));
         file.seek(SeekFrom::Start(start))?;
         let mut buf = Vec::with_capacity((len - start) as usize);
         file.by_ref().take(len - start).read_to_end(&mut buf)?;
@@ -229,16 +247,17 @@ pub(crate) fn last_valid_line(path: &Path) -> io::Result<Option<ChainTip>> {
         if start > 0 && !lines.is_empty() {
             lines.remove(0);
         }
-        for line in lines.iter().rev() {
+        for (invalid_after, line) in lines.iter().rev().enumerate() {
             if let Ok(f) = check_line(line) {
-                return Ok(Some(ChainTip {
+                let tip = ChainTip {
                     seq: f.seq,
                     hash: f.hash,
-                }));
+                };
+                return Ok(Tail::Valid { tip, invalid_after });
             }
         }
-        if start == 0 {
-            return Ok(None);
+        if start == 0 || window >= MAX_TAIL_SCAN {
+            return Ok(Tail::NoValidLine);
         }
         window = window.saturating_mul(4);
     }

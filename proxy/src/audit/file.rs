@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::chain::{last_valid_line, ChainTip};
+use super::chain::{last_valid_line, ChainTip, Tail};
 use super::config::{FileSinkConfig, FsyncPolicy};
 use super::sink::{Batch, Flushed, Pending, Sink};
 use super::AuditError;
@@ -54,10 +54,9 @@ impl FileSink {
                 "audit file ended in an incomplete line (crash during write?); removed it"
             );
         }
-        let mut tip = last_valid_line(&cfg.path).map_err(io_err(&cfg.path))?;
+        let mut tip = resume_point(&cfg.path)?;
         if tip.is_none() {
-            let rotated = rotated_path(&cfg.path, 1);
-            tip = last_valid_line(&rotated).map_err(io_err(&rotated))?;
+            tip = resume_point(&rotated_path(&cfg.path, 1))?;
         }
         let open = OpenFile::new(file).map_err(io_err(&cfg.path))?;
         let core = FileCore {
@@ -309,6 +308,32 @@ impl OpenFile {
     }
 }
 
+/// Where a restarted chain continues in `path`: `None` for a missing or empty file.
+/// A file with content but no valid audit line is refused: appending to it would mix
+/// audit lines into something else (a wrong path) or hide a destroyed log.
+fn resume_point(path: &Path) -> Result<Option<ChainTip>, AuditError> {
+    let tail = last_valid_line(path).map_err(|source| AuditError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match tail {
+        Tail::Empty => Ok(None),
+        Tail::Valid { tip, invalid_after } => {
+            if invalid_after > 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    lines = invalid_after,
+                    seq = tip.seq,
+                    "audit file ends in lines that are not valid events (tampering?); \
+                     continuing the chain after the last valid one"
+                );
+            }
+            Ok(Some(tip))
+        }
+        Tail::NoValidLine => Err(AuditError::NotAuditLog(path.to_path_buf())),
+    }
+}
+
 /// `<path>.<n>`: the n-th newest rotated file.
 pub(crate) fn rotated_path(path: &Path, n: u32) -> PathBuf {
     let mut s: OsString = path.as_os_str().to_owned();
@@ -451,8 +476,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.jsonl");
         fs::write(&path, "one\ntwo\nthr").expect("write");
-        let (_sink, tip) = FileSink::open(&cfg(&path)).expect("open");
-        assert_eq!(tip, None);
+        assert!(matches!(
+            FileSink::open(&cfg(&path)),
+            Err(AuditError::NotAuditLog(_))
+        ));
         assert_eq!(fs::read_to_string(&path).expect("read"), "one\ntwo\n");
         fs::write(&path, "no newline at all").expect("write");
         FileSink::open(&cfg(&path)).expect("open");

@@ -62,6 +62,10 @@ pub enum AuditError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// An existing sink file holds no valid audit line: refusing to append to what is
+    /// probably another file (a wrong path) or a destroyed log.
+    #[error("{} is not an audit log (no valid audit line at its end); move it away or fix the path", .0.display())]
+    NotAuditLog(PathBuf),
     /// `block`: the queue stayed full for `block_timeout_ms`; the statement must be
     /// refused so that no access goes unrecorded.
     #[error("audit queue full for {0} ms; refusing unrecorded access")]
