@@ -276,4 +276,29 @@ mod tests {
         let out = strip_literals(q);
         assert_eq!(out, "select ?, ?, ?, ?, ?, ? from t99 where c = $3");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_input_is_scrubbed_without_panicking_and_stably(q in "\\PC{0,80}") {
+            let once = strip_literals(&q).into_owned();
+            proptest::prop_assert_eq!(strip_literals(&once), once.as_str());
+        }
+
+        #[test]
+        fn sql_like_input_keeps_no_digit_outside_names(
+            q in "(SELECT|WHERE|x|t1|\\$1|'|\"|E'|\\$\\$|--|/\\*|\\*/|\\\\|[0-9]{1,4}|\\.| |\n|=|,){0,30}"
+        ) {
+            let out = strip_literals(&q);
+            let bytes = out.as_bytes();
+            for (i, c) in bytes.iter().enumerate() {
+                if c.is_ascii_digit() {
+                    let prev = bytes[..i].iter().rev().find(|b| !b.is_ascii_digit());
+                    // Part of a name or a `$n` parameter, or inside a quoted name.
+                    let ok = prev.is_some_and(|b| b.is_ascii_alphabetic() || matches!(b, b'_' | b'$'))
+                        || bytes[..i].iter().filter(|&&b| b == b'"').count() % 2 == 1;
+                    proptest::prop_assert!(ok, "digit left in {:?} from {:?}", out, q);
+                }
+            }
+        }
+    }
 }
