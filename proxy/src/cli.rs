@@ -1,8 +1,145 @@
-//! The command line.
+//! The command line: `pgveil run | check | explain | audit verify | demo`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{AuthMode, Config};
+use crate::hook::PassThrough;
+use crate::server::Server;
+
+/// pgveil: a transparent PostgreSQL proxy that masks personal data, enforces least
+/// privilege and audits every access.
+#[derive(Debug, Parser)]
+#[command(name = "pgveil", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Run {
+        /// Proxy configuration file.
+        #[arg(long, short, default_value = "pgveil.toml")]
+        config: PathBuf,
+    },
+}
 
 /// Entry point of the `pgveil` binary.
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(config),
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let cfg = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgveil: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&cfg);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgveil: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgveil: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.log.level.clone()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match cfg.log.format {
+        crate::config::LogFormat::Json => builder.json().try_init(),
+        crate::config::LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Warnings about configurations that work but have known limits.
+pub fn startup_warnings(cfg: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    if cfg.auth.mode == AuthMode::Passthrough
+        && cfg.tls.is_some()
+        && cfg.upstream.tls.may_use_tls()
+        && cfg.upstream.socket_dir.is_none()
+    {
+        w.push(
+            "auth.mode = \"passthrough\" with TLS on both legs: clients that use TLS to pgveil \
+             and support channel binding (libpq >= 11) send SCRAM gs2 flag 'y', which a TLS \
+             PostgreSQL server rejects; SCRAM users fail to log in. Use upstream.tls = \"disable\" \
+             (e.g. on a private network or Unix socket), md5/password auth upstream, or \
+             auth.mode = \"scram\"."
+                .to_owned(),
+        );
+    }
+    w
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    for warning in startup_warnings(&cfg) {
+        tracing::warn!("{warning}");
+    }
+    let server = Server::bind(&cfg, Arc::new(PassThrough)).await?;
+    let ctx = server.context();
+    tracing::info!(listen = %server.local_addr(), upstream = %ctx.upstream.describe(), "pgveil listening");
+    let signals = tokio::spawn(handle_signals(ctx.clone()));
+    server.run().await;
+    signals.abort();
+    tracing::info!("pgveil stopped");
+    Ok(())
+}
+
+async fn handle_signals(ctx: Arc<crate::server::ProxyContext>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: shutting down gracefully");
+                ctx.shutdown.stop_accepting();
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: shutting down gracefully");
+                ctx.shutdown.stop_accepting();
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                if let Some(tls) = &ctx.tls {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("client TLS certificate reloaded"),
+                        Err(e) => tracing::error!(error = %e, "client TLS reload failed; keeping the old certificate"),
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,126 @@
+//! The seam where policy enforcement plugs into the relay.
+//!
+//! The session calls a [`SessionHook`] for every statement it is about to forward and for
+//! the few backend messages that carry session facts. The hook answers with a
+//! [`Verdict`]; the session carries it out (forward, forward rewritten text, or refuse
+//! with an error that keeps client and server in step). [`PassThrough`] allows
+//! everything: the behaviour of a plain transparent proxy.
+
+use std::net::SocketAddr;
+
+use crate::wire::messages::error::ProxyError;
+
+/// Facts about a session known once authentication succeeded.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Proxy-assigned session id (hex), also used in logs and audit events.
+    pub id: String,
+    /// Authenticated database user.
+    pub user: String,
+    pub database: String,
+    pub application: Option<String>,
+    pub client_addr: Option<SocketAddr>,
+    /// All StartupMessage parameters as sent.
+    pub startup_params: Vec<(String, String)>,
+    /// Real backend PID.
+    pub backend_pid: i32,
+}
+
+/// What to do with one client message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward unchanged.
+    Forward,
+    /// Forward with this SQL text instead.
+    Rewrite(String),
+    /// Do not run it; the client gets this error in the place of the statement's result.
+    Refuse(ProxyError),
+}
+
+/// How a statement ended, from the server's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// CommandComplete with its tag and the DataRows counted.
+    Done { tag: String, rows: u64 },
+    /// EmptyQueryResponse.
+    Empty,
+    /// PortalSuspended (Execute with a row limit).
+    Suspended { rows: u64 },
+    /// ErrorResponse with this SQLSTATE.
+    Failed { sqlstate: Option<String> },
+}
+
+/// Opaque per-statement data a hook attaches to a forwarded statement and gets back
+/// when the statement completes (the audit event under construction, for example).
+pub type StatementTag = Box<dyn std::any::Any + Send>;
+
+/// Per-session policy enforcement. Every method has a permissive default.
+pub trait SessionHook: Send {
+    /// A simple-protocol Query. `tags` receives one entry per statement whose
+    /// completion the hook wants to see (in order).
+    fn on_query(&mut self, _sql: &str, _tags: &mut Vec<StatementTag>) -> Verdict {
+        Verdict::Forward
+    }
+
+    /// An extended-protocol Parse of statement `name`.
+    fn on_parse(&mut self, _name: &str, _sql: &str) -> Verdict {
+        Verdict::Forward
+    }
+
+    /// A Bind of `statement` into `portal` (a chance to re-check after a policy reload).
+    fn on_bind(&mut self, _portal: &str, _statement: &str) -> Verdict {
+        Verdict::Forward
+    }
+
+    /// An Execute of `portal`; may return a tag to see its completion.
+    fn on_execute(&mut self, _portal: &str) -> (Verdict, Option<StatementTag>) {
+        (Verdict::Forward, None)
+    }
+
+    /// A Close of a statement ('S') or portal ('P').
+    fn on_close(&mut self, _kind: u8, _name: &str) {}
+
+    /// A FunctionCall message (the fast-path interface).
+    fn on_function_call(&mut self) -> Verdict {
+        Verdict::Forward
+    }
+
+    /// A statement the hook tagged has completed.
+    fn on_complete(&mut self, _tag: StatementTag, _how: Completion) {}
+
+    /// The server reported a parameter (client_encoding, standard_conforming_strings, ...).
+    fn on_parameter_status(&mut self, _name: &str, _value: &str) {}
+
+    /// The server is ready for the next query, with this transaction status.
+    fn on_ready(&mut self, _status: u8) {}
+
+    /// An ErrorResponse or NoticeResponse body from the server: return a replacement
+    /// body to scrub fields that can echo row values, or None to relay it as is.
+    fn scrub(&mut self, _tag: u8, _body: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// The maximum rows one statement may return to this session, if limited.
+    fn max_rows(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Creates a [`SessionHook`] for each authenticated session.
+pub trait HookFactory: Send + Sync {
+    /// Called once authentication succeeded. An error refuses the session (e.g. a user
+    /// that matches no role gets SQLSTATE 28000).
+    fn open(&self, info: &SessionInfo) -> Result<Box<dyn SessionHook>, ProxyError>;
+}
+
+/// Allows everything: the transparent proxy.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassThrough;
+
+impl SessionHook for PassThrough {}
+
+impl HookFactory for PassThrough {
+    fn open(&self, _info: &SessionInfo) -> Result<Box<dyn SessionHook>, ProxyError> {
+        Ok(Box::new(PassThrough))
+    }
+}

@@ -1,0 +1,300 @@
+//! Which replies the server still owes the client, in order.
+//!
+//! Every forwarded client message that the server answers pushes an [`Expect`]; replies
+//! from the server pop them. This keeps the proxy in step when it refuses a statement in
+//! the middle of a pipeline, ties each CommandComplete to the statement that produced it
+//! (for audit and row limits), and mirrors the server's "skip until Sync" after an error.
+
+use std::collections::VecDeque;
+
+use crate::hook::{Completion, StatementTag};
+use crate::wire::messages::error::ProxyError;
+
+/// One reply (or reply sequence) the server owes.
+pub enum Expect {
+    /// ParseComplete ('1').
+    Parse,
+    /// BindComplete ('2').
+    Bind,
+    /// CloseComplete ('3').
+    Close,
+    /// ParameterDescription ('t') then RowDescription or NoData.
+    DescribeStatement,
+    /// RowDescription or NoData.
+    DescribePortal,
+    /// DataRows then CommandComplete / EmptyQueryResponse / PortalSuspended / error.
+    Execute {
+        tag: Option<StatementTag>,
+        rows: u64,
+    },
+    /// A simple Query: statements until ReadyForQuery.
+    Query {
+        tags: VecDeque<StatementTag>,
+        rows: u64,
+        /// A refused query: the server's error is replaced by this one.
+        refused: Option<ProxyError>,
+    },
+    /// FunctionCallResponse then ReadyForQuery.
+    FunctionCall,
+    /// ReadyForQuery.
+    Sync,
+    /// A poisoned extended-protocol message: the server's error is replaced by this one.
+    Refused(ProxyError),
+}
+
+impl std::fmt::Debug for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Expect::Parse => "Parse",
+            Expect::Bind => "Bind",
+            Expect::Close => "Close",
+            Expect::DescribeStatement => "DescribeStatement",
+            Expect::DescribePortal => "DescribePortal",
+            Expect::Execute { .. } => "Execute",
+            Expect::Query { .. } => "Query",
+            Expect::FunctionCall => "FunctionCall",
+            Expect::Sync => "Sync",
+            Expect::Refused(_) => "Refused",
+        };
+        f.write_str(name)
+    }
+}
+
+/// What the relay should do with a server message after the state saw it.
+#[derive(Debug)]
+pub enum Action {
+    /// Relay unchanged.
+    Relay,
+    /// Relay this error instead of the server's.
+    ReplaceError(ProxyError),
+}
+
+/// The queue of owed replies plus the completions it produced.
+#[derive(Debug, Default)]
+pub struct ProtocolState {
+    queue: VecDeque<Expect>,
+    /// Statements that completed since the last drain, for the hook.
+    completed: Vec<(StatementTag, Completion)>,
+}
+
+impl ProtocolState {
+    /// Record that the server owes a reply to a forwarded message.
+    pub fn push(&mut self, e: Expect) {
+        self.queue.push_back(e);
+    }
+
+    /// Number of owed replies.
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is owed (the session is idle).
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Completions gathered since the last call.
+    pub fn take_completed(&mut self) -> std::vec::Drain<'_, (StatementTag, Completion)> {
+        self.completed.drain(..)
+    }
+
+    /// Rows counted so far for the statement currently producing rows.
+    pub fn current_rows(&self) -> u64 {
+        match self.queue.front() {
+            Some(Expect::Execute { rows, .. }) | Some(Expect::Query { rows, .. }) => *rows,
+            _ => 0,
+        }
+    }
+
+    /// Feed one server message (type and body); returns what to do with it.
+    pub fn on_backend(&mut self, tag: u8, body: &[u8]) -> Action {
+        match tag {
+            b'D' => {
+                if let Some(Expect::Execute { rows, .. } | Expect::Query { rows, .. }) =
+                    self.queue.front_mut()
+                {
+                    *rows += 1;
+                }
+            }
+            b'1' => self.pop_if(|e| matches!(e, Expect::Parse)),
+            b'2' => self.pop_if(|e| matches!(e, Expect::Bind)),
+            b'3' => self.pop_if(|e| matches!(e, Expect::Close)),
+            b't' => {
+                if let Some(front @ Expect::DescribeStatement) = self.queue.front_mut() {
+                    *front = Expect::DescribePortal;
+                }
+            }
+            b'T' | b'n' => {
+                self.pop_if(|e| matches!(e, Expect::DescribePortal | Expect::DescribeStatement))
+            }
+            b'C' | b'I' | b's' => {
+                let how = |rows: u64| match tag {
+                    b'C' => Completion::Done {
+                        tag: crate::wire::messages::backend::command_tag(body)
+                            .unwrap_or("")
+                            .to_owned(),
+                        rows,
+                    },
+                    b's' => Completion::Suspended { rows },
+                    _ => Completion::Empty,
+                };
+                match self.queue.front_mut() {
+                    Some(Expect::Execute { .. }) => {
+                        if let Some(Expect::Execute { tag: Some(t), rows }) = self.queue.pop_front()
+                        {
+                            self.completed.push((t, how(rows)));
+                        }
+                    }
+                    Some(Expect::Query { tags, rows, .. }) => {
+                        let n = std::mem::take(rows);
+                        if let Some(t) = tags.pop_front() {
+                            self.completed.push((t, how(n)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            b'E' => return self.on_error(body),
+            b'Z' => {
+                while let Some(e) = self.queue.pop_front() {
+                    if matches!(
+                        e,
+                        Expect::Sync | Expect::Query { .. } | Expect::FunctionCall
+                    ) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Action::Relay
+    }
+
+    fn pop_if(&mut self, f: impl Fn(&Expect) -> bool) {
+        if self.queue.front().is_some_and(f) {
+            self.queue.pop_front();
+        }
+    }
+
+    fn on_error(&mut self, body: &[u8]) -> Action {
+        let sqlstate = crate::wire::messages::error::sqlstate(body);
+        let failed = || Completion::Failed {
+            sqlstate: sqlstate.clone(),
+        };
+        match self.queue.front_mut() {
+            Some(Expect::Query { tags, refused, .. }) => {
+                // The rest of this Query's statements never run.
+                if let Some(t) = tags.pop_front() {
+                    self.completed.push((t, failed()));
+                }
+                tags.clear();
+                match refused.take() {
+                    Some(e) => Action::ReplaceError(e),
+                    None => Action::Relay,
+                }
+            }
+            Some(Expect::Sync) | Some(Expect::FunctionCall) | None => Action::Relay,
+            Some(_) => {
+                // Extended protocol: the server now skips everything until Sync.
+                let mut action = Action::Relay;
+                let mut first = true;
+                while let Some(front) = self.queue.front() {
+                    if matches!(
+                        front,
+                        Expect::Sync | Expect::Query { .. } | Expect::FunctionCall
+                    ) {
+                        break;
+                    }
+                    match self.queue.pop_front() {
+                        Some(Expect::Refused(e)) if first => action = Action::ReplaceError(e),
+                        Some(Expect::Execute { tag: Some(t), .. }) if first => {
+                            self.completed.push((t, failed()));
+                        }
+                        _ => {}
+                    }
+                    first = false;
+                }
+                action
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(n: u32) -> StatementTag {
+        Box::new(n)
+    }
+
+    #[test]
+    fn pipeline_completions_in_order() {
+        let mut s = ProtocolState::default();
+        s.push(Expect::Parse);
+        s.push(Expect::Bind);
+        s.push(Expect::Execute {
+            tag: Some(tag(1)),
+            rows: 0,
+        });
+        s.push(Expect::Sync);
+        s.on_backend(b'1', b"");
+        s.on_backend(b'2', b"");
+        s.on_backend(b'D', b"");
+        s.on_backend(b'D', b"");
+        s.on_backend(b'C', b"SELECT 2\0");
+        let done: Vec<_> = s.take_completed().collect();
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            done[0].1,
+            Completion::Done {
+                tag: "SELECT 2".into(),
+                rows: 2
+            }
+        );
+        s.on_backend(b'Z', b"I");
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn refused_parse_replaces_only_its_own_error() {
+        let mut s = ProtocolState::default();
+        s.push(Expect::Refused(ProxyError::error("42501", "no")));
+        s.push(Expect::Bind);
+        s.push(Expect::Execute { tag: None, rows: 0 });
+        s.push(Expect::Sync);
+        assert!(matches!(
+            s.on_backend(b'E', b"C42601\0\0"),
+            Action::ReplaceError(_)
+        ));
+        s.on_backend(b'Z', b"I");
+        assert!(s.is_idle());
+
+        // An earlier error means the poisoned message is skipped: relay the real one.
+        s.push(Expect::Parse);
+        s.push(Expect::Refused(ProxyError::error("42501", "no")));
+        s.push(Expect::Sync);
+        assert!(matches!(s.on_backend(b'E', b"C42P01\0\0"), Action::Relay));
+        s.on_backend(b'Z', b"I");
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn multi_statement_query() {
+        let mut s = ProtocolState::default();
+        s.push(Expect::Query {
+            tags: [tag(1), tag(2), tag(3)].into_iter().collect(),
+            rows: 0,
+            refused: None,
+        });
+        s.on_backend(b'C', b"BEGIN\0");
+        s.on_backend(b'D', b"");
+        s.on_backend(b'C', b"SELECT 1\0");
+        s.on_backend(b'E', b"C22012\0\0");
+        s.on_backend(b'Z', b"E");
+        let done: Vec<_> = s.take_completed().map(|(_, c)| c).collect();
+        assert_eq!(done.len(), 3);
+        assert!(matches!(done[2], Completion::Failed { .. }));
+        assert!(s.is_idle());
+    }
+}

@@ -1,0 +1,714 @@
+//! One client session: connect upstream, authenticate, then relay until either side ends.
+//!
+//! The relay runs two loops concurrently in one task: client → upstream and upstream →
+//! client. Each reads a batch of bytes, walks the complete messages in it in place,
+//! consults the session hook only for the messages it must read, and writes the batch
+//! on in one call, spliced only where a message was replaced. Backend rows are never
+//! decoded or re-encoded. Both loops share the [`ProtocolState`] and the hook behind one
+//! uncontended mutex, taken once per batch.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, BytesMut};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tracing::{debug, info, warn};
+
+use crate::auth::passthrough::{self, AuthOutcome};
+use crate::hook::{SessionHook, SessionInfo, StatementTag, Verdict};
+use crate::protocol_state::{Action, Expect, ProtocolState};
+use crate::server::ProxyContext;
+use crate::stream::{ClientStream, UpstreamStream};
+use crate::upstream::UpstreamError;
+use crate::wire::cursor::Malformed;
+use crate::wire::frame::{self, FrameError, Peek};
+use crate::wire::io::{read_message, ReadError};
+use crate::wire::messages::backend::{self, BackendKeyData};
+use crate::wire::messages::error::ProxyError;
+use crate::wire::messages::frontend;
+use crate::wire::messages::startup::StartupMessage;
+
+/// SQL that the server is guaranteed to reject at parse time: sent in place of a refused
+/// statement so that the server itself aborts the transaction and skips to Sync exactly
+/// as it would for a real error; its error is then replaced by the proxy's.
+const POISON_SQL: &str = "pgveil_refused_statement";
+
+/// Initial size of each direction's read buffer; it grows for large messages.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Why a session ended abnormally.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error("client i/o: {0}")]
+    ClientIo(std::io::Error),
+    #[error("client protocol violation: {0}")]
+    ClientProtocol(String),
+    #[error("upstream i/o: {0}")]
+    UpstreamIo(std::io::Error),
+    #[error("upstream closed the connection")]
+    UpstreamClosed,
+    #[error("upstream protocol violation: {0}")]
+    UpstreamProtocol(Malformed),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl SessionError {
+    /// Map a read error on the client leg.
+    pub fn client_read(e: ReadError) -> SessionError {
+        match e {
+            ReadError::Closed => SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()),
+            ReadError::Io(e) => SessionError::ClientIo(e),
+            ReadError::Frame(e) => SessionError::ClientProtocol(e.to_string()),
+        }
+    }
+
+    /// Map a read error on the upstream leg.
+    pub fn upstream_read(e: ReadError) -> SessionError {
+        match e {
+            ReadError::Closed => SessionError::UpstreamClosed,
+            ReadError::Io(e) => SessionError::UpstreamIo(e),
+            ReadError::Frame(_) => SessionError::UpstreamProtocol(Malformed("message")),
+        }
+    }
+}
+
+/// How a session ended, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The client sent Terminate or closed its socket.
+    ClientClosed,
+    /// The server closed the connection (e.g. pg_terminate_backend, shutdown).
+    UpstreamClosed,
+    /// Authentication failed.
+    AuthFailed,
+    /// The session was refused after authentication (no role).
+    Refused,
+    /// The proxy is shutting down.
+    Shutdown,
+}
+
+/// The parts of a session both relay directions share.
+struct Shared {
+    state: ProtocolState,
+    hook: Box<dyn SessionHook>,
+}
+
+/// Serve one client session to its end.
+pub async fn serve(
+    ctx: Arc<ProxyContext>,
+    mut client: ClientStream,
+    startup: StartupMessage,
+    mut client_buf: BytesMut,
+    peer: Option<SocketAddr>,
+) -> Result<SessionEnd, SessionError> {
+    let Some(user) = startup.user().map(str::to_owned) else {
+        send_fatal(
+            &mut client,
+            &ProxyError::fatal(
+                "28000",
+                "no PostgreSQL user name specified in startup packet",
+            ),
+        )
+        .await;
+        return Ok(SessionEnd::Refused);
+    };
+    let database = startup.database().unwrap_or(&user).to_owned();
+
+    let mut upstream = match ctx.upstream.connect().await {
+        Ok(u) => u,
+        Err(e) => {
+            warn!(error = %e, "upstream connection failed");
+            let err = ProxyError::fatal(
+                "08006",
+                format!("pgveil could not connect to the database server: {e}"),
+            );
+            send_fatal(&mut client, &err).await;
+            return Err(e.into());
+        }
+    };
+    upstream
+        .write_all(&startup.raw)
+        .await
+        .map_err(SessionError::UpstreamIo)?;
+    upstream.flush().await.map_err(SessionError::UpstreamIo)?;
+
+    let limit = ctx.limits.max_message_bytes;
+    let mut upstream_buf = BytesMut::with_capacity(READ_BUFFER);
+    let auth = tokio::time::timeout(
+        ctx.limits.startup_timeout(),
+        passthrough::relay(
+            &mut client,
+            &mut client_buf,
+            &mut upstream,
+            &mut upstream_buf,
+            limit,
+        ),
+    )
+    .await;
+    match auth {
+        Ok(Ok(AuthOutcome::Ok)) => {}
+        Ok(Ok(AuthOutcome::Failed { sqlstate })) => {
+            info!(user = %user, sqlstate = ?sqlstate, "authentication failed");
+            return Ok(SessionEnd::AuthFailed);
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            send_fatal(
+                &mut client,
+                &ProxyError::fatal("08006", "authentication timed out"),
+            )
+            .await;
+            return Ok(SessionEnd::AuthFailed);
+        }
+    }
+
+    // After AuthenticationOk: ParameterStatus*, BackendKeyData, ReadyForQuery.
+    let mut out = Vec::with_capacity(1024);
+    let mut params: Vec<(String, String)> = Vec::new();
+    let mut key: Option<(i32, Vec<u8>)> = None;
+    let ready = loop {
+        let msg = read_message(&mut upstream, &mut upstream_buf, usize::MAX)
+            .await
+            .map_err(SessionError::upstream_read)?;
+        let body = frame::body(&msg);
+        match msg[0] {
+            b'K' => {
+                let k = BackendKeyData::parse(body).map_err(SessionError::UpstreamProtocol)?;
+                let ours = ctx.cancels.register(k.pid, &k.secret);
+                BackendKeyData {
+                    pid: k.pid,
+                    secret: ours.clone(),
+                }
+                .encode(&mut out);
+                key = Some((k.pid, ours));
+            }
+            b'S' => {
+                if let Ok((n, v)) = backend::parameter_status(body) {
+                    params.push((n.to_owned(), v.to_owned()));
+                }
+                out.extend_from_slice(&msg);
+            }
+            b'E' => {
+                out.extend_from_slice(&msg);
+                let _ = client.write_all(&out).await;
+                let _ = client.flush().await;
+                return Ok(SessionEnd::UpstreamClosed);
+            }
+            b'Z' => break msg,
+            _ => out.extend_from_slice(&msg),
+        }
+    };
+    let _cancel_guard = key.as_ref().map(|(pid, secret)| CancelGuard {
+        ctx: ctx.clone(),
+        pid: *pid,
+        secret: secret.clone(),
+    });
+
+    let info = SessionInfo {
+        id: new_session_id(),
+        user: user.clone(),
+        database,
+        application: startup.param("application_name").map(str::to_owned),
+        client_addr: peer,
+        startup_params: startup.params.clone(),
+        backend_pid: key.as_ref().map(|k| k.0).unwrap_or(0),
+    };
+    let mut hook = match ctx.hooks.open(&info) {
+        Ok(h) => h,
+        Err(e) => {
+            send_fatal(&mut client, &e).await;
+            let _ = upstream.write_all(&TERMINATE).await;
+            return Ok(SessionEnd::Refused);
+        }
+    };
+    for (n, v) in &params {
+        hook.on_parameter_status(n, v);
+    }
+    if let Ok(status) = backend::ready_status(frame::body(&ready)) {
+        hook.on_ready(status);
+    }
+    out.extend_from_slice(&ready);
+    client
+        .write_all(&out)
+        .await
+        .map_err(SessionError::ClientIo)?;
+    client.flush().await.map_err(SessionError::ClientIo)?;
+    debug!(session = %info.id, user = %user, pid = info.backend_pid, "session established");
+
+    relay(ctx, client, client_buf, upstream, upstream_buf, hook).await
+}
+
+/// The Terminate message.
+const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
+
+/// Unregisters the session's cancel key when the session ends, however it ends.
+struct CancelGuard {
+    ctx: Arc<ProxyContext>,
+    pid: i32,
+    secret: Vec<u8>,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        self.ctx.cancels.unregister(self.pid, &self.secret);
+    }
+}
+
+fn new_session_id() -> String {
+    let mut id = [0u8; 8];
+    rand::fill(&mut id);
+    hex::encode(id)
+}
+
+/// Send a FATAL error and flush, ignoring failures (the session is ending anyway).
+pub async fn send_fatal<S: AsyncWrite + Unpin>(stream: &mut S, err: &ProxyError) {
+    let _ = stream.write_all(&err.to_message()).await;
+    let _ = stream.flush().await;
+}
+
+async fn relay(
+    ctx: Arc<ProxyContext>,
+    client: ClientStream,
+    client_buf: BytesMut,
+    upstream: UpstreamStream,
+    upstream_buf: BytesMut,
+    hook: Box<dyn SessionHook>,
+) -> Result<SessionEnd, SessionError> {
+    let shared = Mutex::new(Shared {
+        state: ProtocolState::default(),
+        hook,
+    });
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut upstream_rd, mut upstream_wr) = tokio::io::split(upstream);
+    let limit = ctx.limits.max_message_bytes;
+    let mut shutdown = ctx.shutdown.subscribe_deadline();
+
+    let ended = tokio::select! {
+        r = client_to_upstream(&shared, &mut client_rd, client_buf, &mut upstream_wr, limit) => r,
+        r = upstream_to_client(&shared, &mut upstream_rd, upstream_buf, &mut client_wr) => r,
+        _ = shutdown.wait() => Ok(Ended::Shutdown),
+    };
+    match ended {
+        Ok(Ended::ClientClosed) => {
+            let _ = upstream_wr.write_all(&TERMINATE).await;
+            let _ = upstream_wr.shutdown().await;
+            Ok(SessionEnd::ClientClosed)
+        }
+        Ok(Ended::UpstreamClosed) => {
+            let _ = client_wr.shutdown().await;
+            Ok(SessionEnd::UpstreamClosed)
+        }
+        Ok(Ended::Shutdown) => {
+            let err = ProxyError::fatal(
+                "57P01",
+                "terminating connection due to administrator command",
+            );
+            send_fatal(&mut client_wr, &err).await;
+            let _ = upstream_wr.write_all(&TERMINATE).await;
+            Ok(SessionEnd::Shutdown)
+        }
+        Ok(Ended::ClientViolation(err)) => {
+            send_fatal(&mut client_wr, &err).await;
+            let _ = upstream_wr.write_all(&TERMINATE).await;
+            Err(SessionError::ClientProtocol(err.message))
+        }
+        Err(e) => {
+            if matches!(
+                e,
+                SessionError::UpstreamIo(_) | SessionError::UpstreamProtocol(_)
+            ) {
+                let err =
+                    ProxyError::fatal("08006", "pgveil lost the connection to the database server");
+                send_fatal(&mut client_wr, &err).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Why one relay direction stopped.
+enum Ended {
+    ClientClosed,
+    UpstreamClosed,
+    Shutdown,
+    /// The client broke the protocol; it gets this FATAL error.
+    ClientViolation(ProxyError),
+}
+
+/// Builds the bytes to forward from a batch: the batch itself when nothing was
+/// replaced, else the batch with replaced ranges spliced in.
+struct Splice<'a> {
+    out: &'a mut Vec<u8>,
+    copied_to: usize,
+    modified: bool,
+}
+
+impl<'a> Splice<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.clear();
+        Splice {
+            out,
+            copied_to: 0,
+            modified: false,
+        }
+    }
+
+    /// Replace `src[start..end]` with `with`.
+    fn replace(&mut self, src: &[u8], start: usize, end: usize, with: &[u8]) {
+        self.out.extend_from_slice(&src[self.copied_to..start]);
+        self.out.extend_from_slice(with);
+        self.copied_to = end;
+        self.modified = true;
+    }
+
+    /// The bytes to send for `src[..end]`.
+    fn finish<'s>(self, src: &'s [u8], end: usize) -> &'s [u8]
+    where
+        'a: 's,
+    {
+        if !self.modified {
+            return &src[..end];
+        }
+        self.out.extend_from_slice(&src[self.copied_to..end]);
+        self.out
+    }
+}
+
+async fn client_to_upstream(
+    shared: &Mutex<Shared>,
+    rd: &mut ReadHalf<ClientStream>,
+    mut buf: BytesMut,
+    wr: &mut WriteHalf<UpstreamStream>,
+    limit: usize,
+) -> Result<Ended, SessionError> {
+    let mut scratch = Vec::with_capacity(1024);
+    let mut replacement = Vec::with_capacity(256);
+    loop {
+        let mut pos = 0;
+        let mut terminate = false;
+        let mut splice = Splice::new(&mut scratch);
+        {
+            let mut guard = lock(shared);
+            let sh = &mut *guard;
+            loop {
+                match frame::peek(&buf[pos..], limit) {
+                    Ok(Peek::Complete { tag, total }) => {
+                        let msg = &buf[pos..pos + total];
+                        replacement.clear();
+                        match on_client_message(sh, tag, msg, &mut replacement) {
+                            Ok(true) => splice.replace(&buf, pos, pos + total, &replacement),
+                            Ok(false) => {}
+                            Err(violation) => return Ok(Ended::ClientViolation(violation)),
+                        }
+                        pos += total;
+                        if tag == b'X' {
+                            terminate = true;
+                            break;
+                        }
+                    }
+                    Ok(Peek::Incomplete { total }) => {
+                        let have = buf.len() - pos;
+                        if total > have {
+                            buf.reserve(total - have);
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        return Ok(Ended::ClientViolation(frame_violation(&e)));
+                    }
+                }
+            }
+        }
+        if pos > 0 {
+            let bytes = splice.finish(&buf, pos);
+            wr.write_all(bytes)
+                .await
+                .map_err(SessionError::UpstreamIo)?;
+            wr.flush().await.map_err(SessionError::UpstreamIo)?;
+            buf.advance(pos);
+        }
+        if terminate {
+            return Ok(Ended::ClientClosed);
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_BUFFER);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => return Ok(Ended::ClientClosed),
+            Ok(_) => {}
+            Err(e) => {
+                debug!(error = %e, "client read failed");
+                return Ok(Ended::ClientClosed);
+            }
+        }
+    }
+}
+
+fn frame_violation(e: &FrameError) -> ProxyError {
+    match e {
+        FrameError::TooLarge { .. } => {
+            ProxyError::fatal("08P01", format!("invalid message length: {e}"))
+        }
+        FrameError::LengthTooSmall(_) => {
+            ProxyError::fatal("08P01", format!("invalid message length: {e}"))
+        }
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    // A poisoned lock means a panic elsewhere in this session's task, which would
+    // already have ended it; recover the data rather than propagate.
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Handle one client message. Returns Ok(true) when `replacement` must be sent instead.
+fn on_client_message(
+    sh: &mut Shared,
+    tag: u8,
+    msg: &[u8],
+    replacement: &mut Vec<u8>,
+) -> Result<bool, ProxyError> {
+    let body = frame::body(msg);
+    let malformed =
+        |m: Malformed| ProxyError::fatal("08P01", format!("invalid frontend message: {m}"));
+    match tag {
+        b'Q' => {
+            let sql = frontend::query(body).map_err(malformed)?;
+            let mut tags: Vec<StatementTag> = Vec::new();
+            let verdict = sh.hook.on_query(sql, &mut tags);
+            let tags = tags.into_iter().collect();
+            match verdict {
+                Verdict::Forward => {
+                    sh.state.push(Expect::Query {
+                        tags,
+                        rows: 0,
+                        refused: None,
+                    });
+                    Ok(false)
+                }
+                Verdict::Rewrite(text) => {
+                    encode_query(replacement, &text);
+                    sh.state.push(Expect::Query {
+                        tags,
+                        rows: 0,
+                        refused: None,
+                    });
+                    Ok(true)
+                }
+                Verdict::Refuse(err) => {
+                    encode_query(replacement, POISON_SQL);
+                    sh.state.push(Expect::Query {
+                        tags,
+                        rows: 0,
+                        refused: Some(err),
+                    });
+                    Ok(true)
+                }
+            }
+        }
+        b'P' => {
+            let parse = frontend::Parse::decode(body).map_err(malformed)?;
+            match sh.hook.on_parse(parse.name, parse.query) {
+                Verdict::Forward => {
+                    sh.state.push(Expect::Parse);
+                    Ok(false)
+                }
+                Verdict::Rewrite(text) => {
+                    parse.encode_with_query(replacement, &text);
+                    sh.state.push(Expect::Parse);
+                    Ok(true)
+                }
+                Verdict::Refuse(err) => {
+                    parse.encode_with_query(replacement, POISON_SQL);
+                    sh.state.push(Expect::Refused(err));
+                    Ok(true)
+                }
+            }
+        }
+        b'B' => {
+            let (portal, statement) = frontend::bind_names(body).map_err(malformed)?;
+            match sh.hook.on_bind(portal, statement) {
+                Verdict::Refuse(err) => {
+                    // Bind to a statement that cannot exist: the server fails it.
+                    crate::wire::messages::encode(replacement, b'B', |b| {
+                        crate::wire::messages::put_cstr(b, portal.as_bytes());
+                        crate::wire::messages::put_cstr(b, POISON_SQL.as_bytes());
+                        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+                    });
+                    sh.state.push(Expect::Refused(err));
+                    Ok(true)
+                }
+                _ => {
+                    sh.state.push(Expect::Bind);
+                    Ok(false)
+                }
+            }
+        }
+        b'E' => {
+            let (portal, _max) = frontend::execute(body).map_err(malformed)?;
+            let (verdict, tag) = sh.hook.on_execute(portal);
+            match verdict {
+                Verdict::Refuse(err) => {
+                    crate::wire::messages::encode(replacement, b'E', |b| {
+                        crate::wire::messages::put_cstr(b, POISON_SQL.as_bytes());
+                        b.extend_from_slice(&0i32.to_be_bytes());
+                    });
+                    sh.state.push(Expect::Refused(err));
+                    Ok(true)
+                }
+                _ => {
+                    sh.state.push(Expect::Execute { tag, rows: 0 });
+                    Ok(false)
+                }
+            }
+        }
+        b'D' => {
+            let (kind, _) = frontend::target(body).map_err(malformed)?;
+            sh.state.push(if kind == b'S' {
+                Expect::DescribeStatement
+            } else {
+                Expect::DescribePortal
+            });
+            Ok(false)
+        }
+        b'C' => {
+            let (kind, name) = frontend::target(body).map_err(malformed)?;
+            sh.hook.on_close(kind, name);
+            sh.state.push(Expect::Close);
+            Ok(false)
+        }
+        b'S' => {
+            sh.state.push(Expect::Sync);
+            Ok(false)
+        }
+        b'F' => match sh.hook.on_function_call() {
+            Verdict::Refuse(err) => {
+                encode_query(replacement, POISON_SQL);
+                sh.state.push(Expect::Query {
+                    tags: Default::default(),
+                    rows: 0,
+                    refused: Some(err),
+                });
+                Ok(true)
+            }
+            _ => {
+                sh.state.push(Expect::FunctionCall);
+                Ok(false)
+            }
+        },
+        // Flush, CopyData, CopyDone, CopyFail, Terminate and anything unknown pass as is;
+        // the server judges unknown types itself.
+        _ => Ok(false),
+    }
+}
+
+fn encode_query(out: &mut Vec<u8>, sql: &str) {
+    crate::wire::messages::encode(out, b'Q', |b| {
+        crate::wire::messages::put_cstr(b, sql.as_bytes());
+    });
+}
+
+async fn upstream_to_client(
+    shared: &Mutex<Shared>,
+    rd: &mut ReadHalf<UpstreamStream>,
+    mut buf: BytesMut,
+    wr: &mut WriteHalf<ClientStream>,
+) -> Result<Ended, SessionError> {
+    let mut scratch = Vec::with_capacity(1024);
+    let mut replacement = Vec::with_capacity(256);
+    loop {
+        let mut pos = 0;
+        let mut splice = Splice::new(&mut scratch);
+        if buf.len() >= frame::HEADER_LEN {
+            let mut guard = lock(shared);
+            let sh = &mut *guard;
+            loop {
+                match frame::peek(&buf[pos..], usize::MAX) {
+                    Ok(Peek::Complete { tag, total }) => {
+                        let msg = &buf[pos..pos + total];
+                        replacement.clear();
+                        if on_backend_message(sh, tag, msg, &mut replacement) {
+                            splice.replace(&buf, pos, pos + total, &replacement);
+                        }
+                        pos += total;
+                    }
+                    Ok(Peek::Incomplete { total }) => {
+                        let have = buf.len() - pos;
+                        if total > have {
+                            buf.reserve(total - have);
+                        }
+                        break;
+                    }
+                    Err(_) => return Err(SessionError::UpstreamProtocol(Malformed("message"))),
+                }
+            }
+            let completed: Vec<_> = sh.state.take_completed().collect();
+            for (tag, how) in completed {
+                sh.hook.on_complete(tag, how);
+            }
+        }
+        if pos > 0 {
+            let bytes = splice.finish(&buf, pos);
+            wr.write_all(bytes).await.map_err(SessionError::ClientIo)?;
+            wr.flush().await.map_err(SessionError::ClientIo)?;
+            buf.advance(pos);
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_BUFFER);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => return Ok(Ended::UpstreamClosed),
+            Ok(_) => {}
+            Err(e) => return Err(SessionError::UpstreamIo(e)),
+        }
+    }
+}
+
+/// Handle one backend message. Returns true when `replacement` must be sent instead.
+fn on_backend_message(sh: &mut Shared, tag: u8, msg: &[u8], replacement: &mut Vec<u8>) -> bool {
+    let body = frame::body(msg);
+    match tag {
+        b'D' | b'd' | b'T' | b'C' | b'1' | b'2' | b'3' | b'I' | b's' | b't' | b'n' => {
+            sh.state.on_backend(tag, body);
+            false
+        }
+        b'E' => match sh.state.on_backend(tag, body) {
+            Action::ReplaceError(err) => {
+                err.encode(replacement);
+                true
+            }
+            Action::Relay => match sh.hook.scrub(tag, body) {
+                Some(scrubbed) => {
+                    crate::wire::messages::encode(replacement, tag, |b| {
+                        b.extend_from_slice(&scrubbed)
+                    });
+                    true
+                }
+                None => false,
+            },
+        },
+        b'N' => match sh.hook.scrub(tag, body) {
+            Some(scrubbed) => {
+                crate::wire::messages::encode(replacement, tag, |b| b.extend_from_slice(&scrubbed));
+                true
+            }
+            None => false,
+        },
+        b'Z' => {
+            sh.state.on_backend(tag, body);
+            if let Ok(status) = backend::ready_status(body) {
+                sh.hook.on_ready(status);
+            }
+            false
+        }
+        b'S' => {
+            if let Ok((name, value)) = backend::parameter_status(body) {
+                sh.hook.on_parameter_status(name, value);
+            }
+            false
+        }
+        _ => false,
+    }
+}
