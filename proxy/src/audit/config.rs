@@ -174,6 +174,15 @@ pub struct HttpSinkConfig {
 }
 
 impl AuditConfig {
+    /// Reads the `[audit]` table of an already parsed pgveil.toml and validates it.
+    pub fn from_toml(table: toml::Table) -> Result<AuditConfig, AuditError> {
+        let cfg: AuditConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| AuditError::Config(e.message().to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// Resolves relative sink paths (`path`, `ca_file`, `bearer_token_file`) against
     /// `base` (the directory of the config file).
     pub fn resolve_paths(&mut self, base: &Path) {
@@ -428,6 +437,26 @@ bearer_token_env = "TOKEN"
             parse("[[audit.sinks]]\nkind = \"file\"\npath = \"a\"\nfsync = \"sometimes\"\n")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn reads_a_parsed_table() {
+        let doc: toml::Table =
+            toml::from_str("[audit]\non_failure = \"drop\"\n[[audit.sinks]]\nkind = \"stdout\"\n")
+                .expect("toml");
+        let Some(toml::Value::Table(audit)) = doc.get("audit").cloned() else {
+            panic!("no [audit] table in {doc:?}");
+        };
+        let cfg = AuditConfig::from_toml(audit).expect("valid");
+        assert_eq!(cfg.on_failure, OnFailure::Drop);
+        assert_eq!(cfg.sinks, [SinkConfig::Stdout(StdoutSinkConfig::default())]);
+        let mut bad = toml::Table::new();
+        bad.insert("queue_capacity".into(), toml::Value::Integer(0));
+        assert!(AuditConfig::from_toml(bad).is_err());
+        let mut unknown = toml::Table::new();
+        unknown.insert("sinkz".into(), toml::Value::Array(vec![]));
+        let err = AuditConfig::from_toml(unknown).expect_err("unknown field");
+        assert!(err.to_string().contains("sinkz"), "{err}");
     }
 
     #[test]
