@@ -21,6 +21,13 @@ use super::AuditError;
 pub(crate) struct FileSink {
     core: Option<FileCore>,
     cfg: FileSinkConfig,
+    /// Held while the sink lives: a second process cannot append to the same chain.
+    _lock: PathLock,
+}
+
+/// An exclusive advisory lock on `<path>.lock` (which holds the owner's pid).
+struct PathLock {
+    _file: File,
 }
 
 struct FileCore {
@@ -46,7 +53,12 @@ impl FileSink {
             let path = path.to_path_buf();
             move |source| AuditError::Io { path, source }
         };
+        let lock = lock_path(&cfg.path)?;
+        let existed = cfg.path.exists();
         let file = open_append(&cfg.path).map_err(io_err(&cfg.path))?;
+        if !existed && cfg.fsync != FsyncPolicy::Never {
+            sync_parent(&cfg.path).map_err(io_err(&cfg.path))?;
+        }
         if let Some(cut) = trim_torn_tail(&cfg.path).map_err(io_err(&cfg.path))? {
             tracing::warn!(
                 path = %cfg.path.display(),
@@ -69,6 +81,7 @@ impl FileSink {
             FileSink {
                 core: Some(core),
                 cfg: cfg.clone(),
+                _lock: lock,
             },
             tip,
         ))
@@ -283,9 +296,7 @@ impl FileCore {
         fs::rename(path, rotated_path(path, 1))?;
         let file = open_append(path)?;
         if durable {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)?.sync_all()?;
-            }
+            sync_parent(path)?;
         }
         self.file = Some(OpenFile::new(file)?);
         tracing::info!(path = %path.display(), "rotated audit file");
@@ -336,9 +347,59 @@ fn resume_point(path: &Path) -> Result<Option<ChainTip>, AuditError> {
 
 /// `<path>.<n>`: the n-th newest rotated file.
 pub(crate) fn rotated_path(path: &Path, n: u32) -> PathBuf {
+    rotated_suffix(path, &n.to_string())
+}
+
+/// `<path>.<suffix>`.
+fn rotated_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s: OsString = path.as_os_str().to_owned();
-    s.push(format!(".{n}"));
+    s.push(".");
+    s.push(suffix);
     PathBuf::from(s)
+}
+
+/// Makes a new or renamed directory entry of `path` durable.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => File::open(".")?.sync_all(),
+    }
+}
+
+/// Takes the exclusive lock of the log at `path`, or fails naming the holder.
+fn lock_path(path: &Path) -> Result<PathLock, AuditError> {
+    let lock = rotated_suffix(path, "lock");
+    let io_err = |source| AuditError::Io {
+        path: lock.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock)
+        .map_err(io_err)?;
+    #[cfg(unix)]
+    {
+        use rustix::fs::{flock, FlockOperation};
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(AuditError::InUse {
+                    path: path.to_path_buf(),
+                    holder: holder.trim().to_string(),
+                });
+            }
+            Err(e) => return Err(io_err(e.into())),
+        }
+    }
+    file.set_len(0).map_err(io_err)?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(io_err)?;
+    Ok(PathLock { _file: file })
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -484,6 +545,21 @@ mod tests {
         fs::write(&path, "no newline at all").expect("write");
         FileSink::open(&cfg(&path)).expect("open");
         assert_eq!(fs::read_to_string(&path).expect("read"), "");
+    }
+
+    #[tokio::test]
+    async fn a_second_writer_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.jsonl");
+        let first = FileSink::open(&cfg(&path)).expect("open");
+        match FileSink::open(&cfg(&path)) {
+            Err(AuditError::InUse { holder, .. }) => {
+                assert_eq!(holder, std::process::id().to_string());
+            }
+            other => panic!("expected InUse, got {:?}", other.map(|_| ())),
+        }
+        drop(first);
+        FileSink::open(&cfg(&path)).expect("free again");
     }
 
     #[tokio::test]

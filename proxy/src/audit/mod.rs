@@ -62,6 +62,9 @@ pub enum AuditError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Another process (or sink) writes this audit file.
+    #[error("audit file {} is in use by another pgveil (pid {holder})", path.display())]
+    InUse { path: PathBuf, holder: String },
     /// An existing sink file holds no valid audit line: refusing to append to what is
     /// probably another file (a wrong path) or a destroyed log.
     #[error("{} is not an audit log (no valid audit line at its end); move it away or fix the path", .0.display())]
