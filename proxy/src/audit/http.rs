@@ -39,8 +39,8 @@ pub(crate) struct HttpSink {
     pending: VecDeque<Bytes>,
     /// When the oldest pending line arrived.
     oldest: Option<Instant>,
-    /// A body that was sent and not acknowledged, with its number of events.
-    in_flight: Option<(Bytes, usize)>,
+    /// A batch that was sent and not acknowledged: its lines and its body.
+    in_flight: Option<(Vec<Bytes>, Bytes)>,
     conn: Option<SendRequest<Full<Bytes>>>,
 }
 
@@ -59,6 +59,8 @@ struct Target {
 enum Failure {
     Request(String),
     Answer(String),
+    /// 413: the batch must be split.
+    TooLarge(String),
 }
 
 /// How the sink authenticates to the collector.
@@ -150,36 +152,51 @@ impl HttpSink {
             || self.oldest.is_some_and(|t| now >= t + self.batch_max_age)
     }
 
-    /// Takes the next body (up to `batch_max_events` lines) off the pending lines.
-    fn next_body(&mut self) -> (Bytes, usize) {
+    /// Takes the next batch (up to `batch_max_events` lines) off the pending lines.
+    fn next_batch(&mut self) -> (Vec<Bytes>, Bytes) {
         let n = self.pending.len().min(self.batch_max_events);
-        let size = self.pending.iter().take(n).map(Bytes::len).sum();
-        let mut body = BytesMut::with_capacity(size);
-        for line in self.pending.drain(..n) {
-            body.extend_from_slice(&line);
+        let lines: Vec<Bytes> = self.pending.drain(..n).collect();
+        let mut body = BytesMut::with_capacity(lines.iter().map(Bytes::len).sum());
+        for line in &lines {
+            body.extend_from_slice(line);
         }
         if self.pending.is_empty() {
             self.oldest = None;
         }
-        (body.freeze(), n)
+        (lines, body.freeze())
+    }
+
+    /// The collector refused a batch as too large: put its lines back and send at most
+    /// half as many per POST from now on.
+    fn shrink_batches(&mut self, lines: Vec<Bytes>) {
+        let n = lines.len();
+        for line in lines.into_iter().rev() {
+            self.pending.push_front(line);
+        }
+        self.oldest.get_or_insert_with(Instant::now);
+        let smaller = (n / 2).max(1);
+        if smaller < self.batch_max_events {
+            tracing::warn!(
+                events = smaller,
+                "audit collector refused a batch as too large; sending smaller batches"
+            );
+            self.batch_max_events = smaller;
+        }
     }
 
     /// One POST of `body`; any 2xx acknowledges it. A kept-alive connection the
     /// collector closed while idle is replaced once at once, without counting a failure.
-    async fn post(&mut self, body: Bytes) -> Result<(), String> {
+    async fn post(&mut self, body: Bytes) -> Result<(), Failure> {
         if let Some(sender) = self.conn.take().filter(|s| !s.is_closed()) {
             match self.exchange(sender, body.clone()).await {
-                Ok(()) => return Ok(()),
                 Err(Failure::Request(e)) => {
                     tracing::debug!(error = %e, "kept-alive audit collector connection failed; reconnecting");
                 }
-                Err(Failure::Answer(e)) => return Err(e),
+                done => return done,
             }
         }
-        let sender = self.connect().await?;
-        self.exchange(sender, body).await.map_err(|f| match f {
-            Failure::Request(e) | Failure::Answer(e) => e,
-        })
+        let sender = self.connect().await.map_err(Failure::Request)?;
+        self.exchange(sender, body).await
     }
 
     async fn exchange(
@@ -226,7 +243,11 @@ impl HttpSink {
         if matches!(status.as_u16(), 401 | 403) {
             self.reload_token().await;
         }
-        Err(Failure::Answer(format!("collector answered {status}")))
+        let message = format!("collector answered {status}");
+        if status == hyper::StatusCode::PAYLOAD_TOO_LARGE {
+            return Err(Failure::TooLarge(message));
+        }
+        Err(Failure::Answer(message))
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
@@ -302,23 +323,28 @@ impl Sink for HttpSink {
                 if self.pending.is_empty() || !(closing || self.batch_due(Instant::now())) {
                     break;
                 }
-                self.in_flight = Some(self.next_body());
+                self.in_flight = Some(self.next_batch());
             }
-            let Some((body, n)) = self.in_flight.clone() else {
+            let Some(body) = self.in_flight.as_ref().map(|(_, body)| body.clone()) else {
                 break;
             };
-            match self.post(body).await {
+            let error = match self.post(body).await {
                 Ok(()) => {
-                    delivered += n;
-                    self.in_flight = None;
+                    delivered += self.in_flight.take().map_or(0, |(lines, _)| lines.len());
+                    continue;
                 }
-                Err(error) => {
-                    return Flushed {
-                        delivered,
-                        error: Some(error),
+                Err(Failure::TooLarge(e)) => {
+                    if let Some((lines, _)) = self.in_flight.take_if(|(l, _)| l.len() > 1) {
+                        self.shrink_batches(lines);
                     }
+                    e
                 }
-            }
+                Err(Failure::Request(e) | Failure::Answer(e)) => e,
+            };
+            return Flushed {
+                delivered,
+                error: Some(error),
+            };
         }
         Flushed {
             delivered,

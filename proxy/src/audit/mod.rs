@@ -257,19 +257,10 @@ impl Auditor {
         match a.tx.clone().try_reserve_owned() {
             Ok(permit) => Ok(AuditSlot(SlotInner::Reserved(permit))),
             Err(TrySendError::Closed(_)) => Err(AuditError::Closed),
-            Err(TrySendError::Full(tx)) => match a.on_failure {
-                OnFailure::Drop => Ok(AuditSlot(SlotInner::Full(a.clone()))),
-                OnFailure::Block => {
-                    match tokio::time::timeout(a.block_timeout, tx.reserve_owned()).await {
-                        Ok(Ok(permit)) => Ok(AuditSlot(SlotInner::Reserved(permit))),
-                        Ok(Err(_)) => Err(AuditError::Closed),
-                        Err(_) => {
-                            let ms = u64::try_from(a.block_timeout.as_millis()).unwrap_or(u64::MAX);
-                            Err(AuditError::QueueFull(ms))
-                        }
-                    }
-                }
-            },
+            Err(TrySendError::Full(tx)) => {
+                a.observer.queue_depth(a.capacity);
+                a.admit_full(tx).await
+            }
         }
     }
 
@@ -323,6 +314,28 @@ impl Auditor {
         a.stop.send_replace(true);
         let mut done = a.done.clone();
         let _ = done.wait_for(|d| *d).await;
+    }
+}
+
+impl Active {
+    /// The queue is full: `drop` hands out a slot that counts a drop, `block` waits.
+    async fn admit_full(
+        self: &Arc<Self>,
+        tx: mpsc::Sender<AuditEvent>,
+    ) -> Result<AuditSlot, AuditError> {
+        match self.on_failure {
+            OnFailure::Drop => Ok(AuditSlot(SlotInner::Full(self.clone()))),
+            OnFailure::Block => {
+                match tokio::time::timeout(self.block_timeout, tx.reserve_owned()).await {
+                    Ok(Ok(permit)) => Ok(AuditSlot(SlotInner::Reserved(permit))),
+                    Ok(Err(_)) => Err(AuditError::Closed),
+                    Err(_) => {
+                        let ms = u64::try_from(self.block_timeout.as_millis()).unwrap_or(u64::MAX);
+                        Err(AuditError::QueueFull(ms))
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -498,6 +498,8 @@ async fn start_rejects_bad_sinks() {
 struct Collector {
     lines: Arc<Mutex<Vec<String>>>,
     auth: Arc<Mutex<Vec<String>>>,
+    /// Bodies with more lines than this are refused with 413 (0: no limit).
+    max_lines: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -515,28 +517,34 @@ impl Collector {
             .await
             .expect("collector port free");
         let auth = Arc::new(Mutex::new(Vec::new()));
-        let (l, a) = (lines.clone(), auth.clone());
+        let max_lines = Arc::new(AtomicUsize::new(0));
+        let (l, a, m) = (lines.clone(), auth.clone(), max_lines.clone());
         let task = tokio::spawn(async move {
             // Owned by this task: aborting it closes every connection too.
             let mut conns = JoinSet::new();
             while let Ok((sock, _)) = listener.accept().await {
-                let (l, a) = (l.clone(), a.clone());
+                let (l, a, m) = (l.clone(), a.clone(), m.clone());
                 match &tls {
                     None => {
-                        conns.spawn(serve_connection(sock, l, a));
+                        conns.spawn(serve_connection(sock, l, a, m));
                     }
                     Some(acceptor) => {
                         let acceptor = acceptor.clone();
                         conns.spawn(async move {
                             if let Ok(stream) = acceptor.accept(sock).await {
-                                serve_connection(stream, l, a).await;
+                                serve_connection(stream, l, a, m).await;
                             }
                         });
                     }
                 }
             }
         });
-        Collector { lines, auth, task }
+        Collector {
+            lines,
+            auth,
+            max_lines,
+            task,
+        }
     }
 
     fn count(&self) -> usize {
@@ -552,6 +560,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     sock: S,
     lines: Arc<Mutex<Vec<String>>>,
     auth: Arc<Mutex<Vec<String>>>,
+    max_lines: Arc<AtomicUsize>,
 ) {
     let mut reader = BufReader::new(sock);
     loop {
@@ -581,10 +590,16 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         if reader.read_exact(&mut body).await.is_err() {
             return;
         }
-        if let Ok(mut l) = lines.lock() {
-            l.extend(String::from_utf8_lossy(&body).lines().map(str::to_string));
-        }
-        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        let text = String::from_utf8_lossy(&body);
+        let limit = max_lines.load(Ordering::Relaxed);
+        let answer: &[u8] = if limit > 0 && text.lines().count() > limit {
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n"
+        } else {
+            if let Ok(mut l) = lines.lock() {
+                l.extend(text.lines().map(str::to_string));
+            }
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+        };
         if reader.get_mut().write_all(answer).await.is_err() {
             return;
         }
@@ -775,6 +790,34 @@ async fn http_sink_sends_bearer_token_from_file() {
     let auth = collector.auth.lock().expect("auth").clone();
     assert_eq!(auth, ["Bearer s3cret"]);
     collector.stop();
+}
+
+#[tokio::test]
+async fn http_sink_splits_batches_the_collector_finds_too_large() {
+    let port = free_port().await;
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let collector = Collector::start(port, lines.clone()).await;
+    collector.max_lines.store(3, Ordering::Relaxed);
+    let sink = HttpSinkConfig {
+        batch_max_events: 10,
+        batch_max_ms: 1000,
+        ..http_sink(port)
+    };
+    let auditor = Auditor::start(
+        &config(vec![SinkConfig::Http(sink)]),
+        Arc::new(NoopObserver),
+    )
+    .await
+    .expect("starts");
+    for i in 0..25 {
+        auditor.record(stmt(i)).await.expect("recorded");
+    }
+    tokio::time::timeout(Duration::from_secs(10), auditor.shutdown())
+        .await
+        .expect("delivered in smaller batches");
+    collector.stop();
+    let got = lines.lock().expect("lines").clone();
+    assert_eq!(seqs(&got), (1..=25).collect::<Vec<u64>>());
 }
 
 #[tokio::test]
