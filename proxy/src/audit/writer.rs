@@ -16,6 +16,9 @@ use super::AuditObserver;
 /// Most events sealed into one batch (one write / one fan-out).
 const MAX_BATCH: usize = 1024;
 
+/// Size of a typical sealed statement line, to size batch buffers.
+const TYPICAL_LINE_BYTES: usize = 768;
+
 /// State shared by the admission side and the writer.
 pub(crate) struct Shared {
     /// Events lost under `drop` and not yet reported by an `audit_dropped` event.
@@ -98,9 +101,7 @@ impl Writer {
         }
         drop(guard);
     }
-}
 
-impl Writer {
     /// Hands the same batch to every sink, waiting while a sink is behind.
     async fn fan_out(&self, batch: Arc<Batch>) {
         for sink in &self.sinks {
@@ -118,8 +119,9 @@ fn seal(
     shared: &Shared,
     events: impl Iterator<Item = AuditEvent>,
 ) -> Arc<Batch> {
-    let mut data = Vec::with_capacity(MAX_BATCH * 512);
-    let mut ends = Vec::with_capacity(MAX_BATCH + 1);
+    let (n, _) = events.size_hint();
+    let mut data = Vec::with_capacity((n + 1) * TYPICAL_LINE_BYTES);
+    let mut ends = Vec::with_capacity(n + 1);
     for ev in events {
         chain.append(&ev, &mut data);
         ends.push(data.len());
@@ -129,6 +131,10 @@ fn seal(
         tracing::warn!(dropped, "audit events were dropped (on_failure = drop)");
         chain.append(&dropped_event(dropped), &mut data);
         ends.push(data.len());
+    }
+    // Sinks keep slices of this buffer until delivered: do not pin unused capacity.
+    if data.capacity() > data.len() * 2 {
+        data.shrink_to_fit();
     }
     Arc::new(Batch::new(data, ends))
 }
