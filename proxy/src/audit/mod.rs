@@ -44,7 +44,9 @@ pub use config::{
 };
 pub use event::{rfc3339_millis, AuditEvent, Columns, EventKind};
 pub use literals::strip_literals;
-pub use verify::{cli_verify, discover_rotated, verify, ChainProblem, VerifyError, VerifyReport};
+pub use verify::{
+    cli_verify, cli_verify_with, discover_rotated, verify, ChainProblem, VerifyError, VerifyReport,
+};
 
 use chain::{Chain, ChainTip};
 use sink::{Backoff, SinkHandle, SinkState};

@@ -230,6 +230,9 @@ async fn verify_names_the_tampered_line() {
     let (ok, text) = cli_verify(std::slice::from_ref(&bad));
     assert!(ok, "{text}");
     assert!(text.contains("starts at seq 2"), "{text}");
+    let (ok, text) = cli_verify_with(std::slice::from_ref(&bad), genesis);
+    assert!(!ok, "{text}");
+    assert!(text.contains("line 1: expected seq 1, found 2"), "{text}");
 
     // A torn last line.
     let mut text = original.join("\n");

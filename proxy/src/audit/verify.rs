@@ -205,6 +205,12 @@ pub fn discover_rotated(base: &Path) -> io::Result<Vec<PathBuf>> {
 /// What `pgveil audit verify` prints, and whether the chain is intact. One path: that
 /// file and its rotated siblings; several: exactly those files, oldest first.
 pub fn cli_verify(paths: &[PathBuf]) -> (bool, String) {
+    cli_verify_with(paths, None)
+}
+
+/// [`cli_verify`] with a known genesis (`--genesis`): the first line must then be seq 1
+/// chained to it, so lines removed from the start are caught too.
+pub fn cli_verify_with(paths: &[PathBuf], genesis: Option<&str>) -> (bool, String) {
     let files = match paths {
         [base] => match discover_rotated(base) {
             Ok(f) => f,
@@ -212,7 +218,7 @@ pub fn cli_verify(paths: &[PathBuf]) -> (bool, String) {
         },
         _ => paths.to_vec(),
     };
-    match verify(&files, None) {
+    match verify(&files, genesis) {
         Ok(r) => (true, describe(&r, &files)),
         Err(e) => (false, format!("FAILED: {e}")),
     }
