@@ -9,6 +9,7 @@
 //! - [`model`]: the validated policy (classes, column tags, roles, masks).
 //! - [`load`]: TOML text → [`model::Policy`], collecting every error with file:line:col.
 //! - [`error`]: [`error::PolicyError`] and diagnostics.
+//! - [`check`]: `pgveil check`: every diagnostic, or a one-line summary and warnings.
 //! - [`mask`]: a mask → SQL expression over a column.
 //! - [`catalog`]: the [`catalog::Catalog`] trait and a static snapshot for tests and `explain`.
 //! - [`analyze`]: SQL → statements with kind, relations, columns and functions.
@@ -16,5 +17,17 @@
 //! - [`rewrite`]: derived-table rewrite spliced into the original SQL text.
 //! - [`redact`]: literal stripping and fingerprints for the audit log.
 
+pub mod analyze;
+pub mod catalog;
+pub mod check;
+pub mod decide;
 pub mod error;
+pub mod functions;
+pub mod lexical;
+pub mod load;
+pub mod mask;
 pub mod model;
+pub mod redact;
+pub mod rewrite;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -297,6 +297,25 @@ impl Policy {
         }
     }
 
+    /// A one-line description for `pgveil check`, logs and `/readyz`, e.g.
+    /// `policy ok: 3 roles (analyst, dba, support), 5 classes, 3 column tags, sha256 1a2b3c4d…`.
+    pub fn summary(&self) -> String {
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let roles = self.roles.keys().cloned().collect::<Vec<_>>().join(", ");
+        let roles = if roles.is_empty() {
+            plural(0, "role", "roles")
+        } else {
+            format!("{} ({roles})", plural(self.roles.len(), "role", "roles"))
+        };
+        let sha: String = self.sha256.chars().take(8).collect();
+        format!(
+            "policy ok: {roles}, {}, {}, sha256 {sha}…",
+            plural(self.classes.len(), "class", "classes"),
+            plural(self.columns.len(), "column tag", "column tags"),
+        )
+    }
+
     /// The class tagged on `schema.table.column`, if any (first matching tag wins).
     pub fn class_of(&self, schema: &str, table: &str, column: &str) -> Option<&Class> {
         self.columns

@@ -10,7 +10,7 @@
 //! - [`tls`]: rustls configs for both legs.
 //! - [`stream`]: plain / TLS / Unix streams behind one type per leg.
 //! - [`upstream`]: opening connections to PostgreSQL.
-//! - [`auth`]: authentication relay.
+//! - [`auth`]: authentication: relayed (passthrough) or SCRAM terminated at pgveil.
 //! - [`session`]: one session's relay loop.
 //! - [`protocol_state`]: replies the server still owes, to stay in step.
 //! - [`hook`]: the seam where policy enforcement plugs in.

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use bytes::{Buf, BytesMut};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
-use crate::auth::passthrough::{self, AuthOutcome};
+use crate::auth::Login;
 use crate::hook::{SessionHook, SessionInfo, StatementTag, Verdict};
 use crate::protocol_state::{Action, Expect, ProtocolState};
 use crate::server::ProxyContext;
@@ -35,7 +35,7 @@ use crate::wire::messages::startup::StartupMessage;
 const POISON_SQL: &str = "pgveil_refused_statement";
 
 /// Initial size of each direction's read buffer; it grows for large messages.
-const READ_BUFFER: usize = 16 * 1024;
+pub const READ_BUFFER: usize = 16 * 1024;
 
 /// Why a session ended abnormally.
 #[derive(Debug, Error)]
@@ -116,53 +116,14 @@ pub async fn serve(
     };
     let database = startup.database().unwrap_or(&user).to_owned();
 
-    let mut upstream = match ctx.upstream.connect().await {
-        Ok(u) => u,
-        Err(e) => {
-            warn!(error = %e, "upstream connection failed");
-            let err = ProxyError::fatal(
-                "08006",
-                format!("pgveil could not connect to the database server: {e}"),
-            );
-            send_fatal(&mut client, &err).await;
-            return Err(e.into());
-        }
-    };
-    upstream
-        .write_all(&startup.raw)
-        .await
-        .map_err(SessionError::UpstreamIo)?;
-    upstream.flush().await.map_err(SessionError::UpstreamIo)?;
-
-    let limit = ctx.limits.max_message_bytes;
-    let mut upstream_buf = BytesMut::with_capacity(READ_BUFFER);
-    let auth = tokio::time::timeout(
-        ctx.limits.startup_timeout(),
-        passthrough::relay(
-            &mut client,
-            &mut client_buf,
-            &mut upstream,
-            &mut upstream_buf,
-            limit,
-        ),
-    )
-    .await;
-    match auth {
-        Ok(Ok(AuthOutcome::Ok)) => {}
-        Ok(Ok(AuthOutcome::Failed { sqlstate })) => {
-            info!(user = %user, sqlstate = ?sqlstate, "authentication failed");
-            return Ok(SessionEnd::AuthFailed);
-        }
-        Ok(Err(e)) => return Err(e),
-        Err(_) => {
-            send_fatal(
-                &mut client,
-                &ProxyError::fatal("08006", "authentication timed out"),
-            )
-            .await;
-            return Ok(SessionEnd::AuthFailed);
-        }
-    }
+    let (mut upstream, mut upstream_buf) =
+        match crate::auth::establish(&ctx, &mut client, &mut client_buf, &startup, peer).await? {
+            Login::Established {
+                upstream,
+                upstream_buf,
+            } => (upstream, upstream_buf),
+            Login::Failed => return Ok(SessionEnd::AuthFailed),
+        };
 
     // After AuthenticationOk: ParameterStatus*, BackendKeyData, ReadyForQuery.
     let mut out = Vec::with_capacity(1024);
