@@ -75,6 +75,9 @@ pub enum AuditError {
     /// refused so that no access goes unrecorded.
     #[error("audit queue full for {0} ms; refusing unrecorded access")]
     QueueFull(u64),
+    /// `try_admit` under `block`: the queue is full right now.
+    #[error("audit queue full")]
+    WouldBlock,
     /// The auditor was shut down.
     #[error("audit is shut down")]
     Closed,
@@ -262,6 +265,29 @@ impl Auditor {
             Err(TrySendError::Full(tx)) => {
                 a.observer.queue_depth(a.capacity);
                 a.admit_full(tx).await
+            }
+        }
+    }
+
+    /// [`Auditor::admit`] for synchronous callers: never waits. Where `admit` would wait
+    /// (`block`, queue full) it fails with [`AuditError::WouldBlock`]; the caller then
+    /// awaits `admit` or refuses the statement. Under `drop` it behaves like `admit`.
+    pub fn try_admit(&self) -> Result<AuditSlot, AuditError> {
+        let Some(a) = &self.inner else {
+            return Ok(AuditSlot(SlotInner::Discard));
+        };
+        if a.closed.load(Ordering::Relaxed) {
+            return Err(AuditError::Closed);
+        }
+        match a.tx.clone().try_reserve_owned() {
+            Ok(permit) => Ok(AuditSlot(SlotInner::Reserved(permit))),
+            Err(TrySendError::Closed(_)) => Err(AuditError::Closed),
+            Err(TrySendError::Full(_)) => {
+                a.observer.queue_depth(a.capacity);
+                match a.on_failure {
+                    OnFailure::Drop => Ok(AuditSlot(SlotInner::Full(a.clone()))),
+                    OnFailure::Block => Err(AuditError::WouldBlock),
+                }
             }
         }
     }

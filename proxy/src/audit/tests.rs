@@ -355,11 +355,16 @@ async fn several_sinks_get_identical_lines() {
     .await
     .expect("starts");
     for i in 0..100 {
-        auditor.record(stmt(i)).await.expect("recorded");
+        match auditor.try_admit() {
+            Ok(slot) => slot.record(stmt(i)),
+            Err(AuditError::WouldBlock) => auditor.record(stmt(i)).await.expect("recorded"),
+            Err(e) => panic!("unexpected {e}"),
+        }
     }
     auditor.shutdown().await;
     auditor.shutdown().await;
     assert!(matches!(auditor.admit().await, Err(AuditError::Closed)));
+    assert!(matches!(auditor.try_admit(), Err(AuditError::Closed)));
     assert_eq!(fs::read(&a).expect("a"), fs::read(&b).expect("b"));
     assert_eq!(counts.written.load(Ordering::Relaxed), 200);
     assert_eq!(counts.failed.load(Ordering::Relaxed), 0);
@@ -455,6 +460,7 @@ async fn disabled_auditor_discards() {
         .expect("starts");
     assert!(!auditor.is_enabled());
     auditor.admit().await.expect("always room").record(stmt(1));
+    auditor.try_admit().expect("always room").record(stmt(1));
     auditor.record(stmt(2)).await.expect("discarded");
     assert!(auditor.is_healthy());
     assert_eq!(auditor.queue_depth(), 0);
@@ -728,7 +734,11 @@ async fn drop_mode_counts_drops_and_records_them() {
     let started = Instant::now();
     let mut admitted = 0u64;
     for i in 0..50 {
-        let slot = auditor.admit().await.expect("drop mode never fails");
+        let slot = if i % 2 == 0 {
+            auditor.admit().await.expect("drop mode never fails")
+        } else {
+            auditor.try_admit().expect("drop mode never fails")
+        };
         if !slot.will_drop() {
             admitted += 1;
         }
