@@ -924,3 +924,14 @@ async fn bench_file_writer() {
     );
     verify(&[path], Some(DEFAULT_GENESIS)).expect("intact");
 }
+
+/// Sessions keep a slot in a `StatementTag` (`Box<dyn Any + Send>`) until completion and
+/// share the auditor across tasks.
+#[test]
+fn handles_cross_tasks() {
+    fn send_static<T: Send + 'static>() {}
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_static::<AuditSlot>();
+    send_sync::<Auditor>();
+    send_static::<AuditEvent>();
+}
