@@ -8,6 +8,7 @@
 //! - [`metrics`]: Prometheus metrics, verbs over bounded labels.
 //! - [`health`]: HTTP endpoint for /metrics, /healthz, /readyz.
 //! - [`logging`]: tracing setup (text or JSON).
+//! - [`audit`]: audit events, hash chain, sinks, `audit verify`.
 //! - [`cli`]: the command line (`run`, `check`, `explain`, `audit verify`, `demo`).
 //! - [`config`]: `pgveil.toml`, parsed and validated.
 //! - [`server`]: the listener, connection cap and per-connection tasks.
@@ -24,6 +25,7 @@
 //! - [`wire`]: framing and the few message decoders/encoders the proxy needs.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cancel;
 pub mod catalog;
