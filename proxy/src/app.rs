@@ -9,10 +9,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use pgveil_policy::mask::MaskKey;
 
+use crate::audit::{AuditConfig, AuditObserver, Auditor};
 use crate::catalog::{CatalogCache, CatalogLogin};
 use crate::config::Config;
 use crate::enforce::{reload, Enforcement, PolicyHooks};
+use crate::health::{spawn_probe, Check, Health};
 use crate::hook::{HookFactory, PassThrough};
+use crate::metrics::metrics;
 use crate::upstream::Upstream;
 
 /// What enforcement the config asks for.
@@ -20,6 +23,38 @@ pub struct Assembled {
     pub hooks: Arc<dyn HookFactory>,
     /// Present when a policy is configured.
     pub enforcement: Option<Arc<Enforcement>>,
+    /// The audit stream (disabled when no sink is configured).
+    pub auditor: Auditor,
+}
+
+/// Feeds audit pipeline events into the Prometheus metrics.
+struct MetricsObserver;
+
+impl AuditObserver for MetricsObserver {
+    fn written(&self, sink: &str) {
+        metrics().audit_written(sink);
+    }
+    fn failed(&self, sink: &str) {
+        metrics().audit_failed(sink);
+    }
+    fn dropped(&self, n: u64) {
+        metrics().audit_dropped(n);
+    }
+    fn queue_depth(&self, depth: usize) {
+        metrics().audit_queue_depth(depth);
+    }
+}
+
+/// Start the audit stream the config describes.
+pub async fn auditor(cfg: &Config) -> anyhow::Result<Auditor> {
+    let Some(table) = cfg.audit.clone() else {
+        return Ok(Auditor::disabled());
+    };
+    let mut ac = AuditConfig::from_toml(table).context("[audit]")?;
+    ac.resolve_paths(&cfg.base_dir);
+    Auditor::start(&ac, Arc::new(MetricsObserver))
+        .await
+        .context("starting the audit stream")
 }
 
 /// The secret key of the `hash` mask, from the file or environment variable the config
@@ -94,13 +129,15 @@ pub fn catalog_cache(cfg: &Config) -> anyhow::Result<Arc<CatalogCache>> {
     )))
 }
 
-/// Load the policy (if configured) and build the hooks. Must run inside a tokio runtime
-/// when `spawn_tasks` is set (policy watcher, catalog refresher).
-pub fn assemble(cfg: &Config, spawn_tasks: bool) -> anyhow::Result<Assembled> {
+/// Load the policy (if configured), start the audit stream and build the hooks.
+/// `spawn_tasks` starts the policy watcher and catalog refresher.
+pub async fn assemble(cfg: &Config, spawn_tasks: bool) -> anyhow::Result<Assembled> {
+    let auditor = auditor(cfg).await?;
     let Some(policy_path) = &cfg.policy else {
         return Ok(Assembled {
             hooks: Arc::new(PassThrough),
             enforcement: None,
+            auditor,
         });
     };
     let path = cfg.resolve(policy_path);
@@ -108,6 +145,7 @@ pub fn assemble(cfg: &Config, spawn_tasks: bool) -> anyhow::Result<Assembled> {
     for w in loaded.warnings.iter() {
         tracing::warn!("{w}");
     }
+    metrics().policy_loaded(&loaded.policy.sha256);
     let catalog = catalog_cache(cfg)?;
     if !catalog.is_configured() {
         tracing::warn!(
@@ -120,6 +158,7 @@ pub fn assemble(cfg: &Config, spawn_tasks: bool) -> anyhow::Result<Assembled> {
         path,
         catalog.clone(),
         mask_key(cfg)?,
+        auditor.clone(),
     ));
     if spawn_tasks {
         tokio::spawn(reload::watch(enforcement.clone()));
@@ -130,5 +169,75 @@ pub fn assemble(cfg: &Config, spawn_tasks: bool) -> anyhow::Result<Assembled> {
             enforcement: enforcement.clone(),
         }),
         enforcement: Some(enforcement),
+        auditor,
     })
+}
+
+/// Register readiness checks and keep them current: policy loaded, catalog readable,
+/// audit sinks healthy, upstream accepting connections.
+pub fn spawn_health_checks(
+    health: &Arc<Health>,
+    assembled: &Assembled,
+    ctx: &Arc<crate::server::ProxyContext>,
+) {
+    let every = Duration::from_secs(5);
+    health.register(Check::Upstream);
+    let upstream = ctx.upstream.clone();
+    spawn_probe(health.clone(), Check::Upstream, every, move || {
+        let upstream = upstream.clone();
+        async move {
+            upstream
+                .connect()
+                .await
+                .map(|_| format!("{} reachable", upstream.describe()))
+        }
+    });
+    health.register(Check::Audit);
+    let auditor = assembled.auditor.clone();
+    spawn_probe(health.clone(), Check::Audit, every, move || {
+        let auditor = auditor.clone();
+        async move {
+            if auditor.is_healthy() {
+                Ok(format!("queue depth {}", auditor.queue_depth()))
+            } else {
+                Err(format!(
+                    "failing sinks: {}",
+                    auditor.failing_sinks().join(", ")
+                ))
+            }
+        }
+    });
+    if let Some(enf) = &assembled.enforcement {
+        health.register(Check::Policy);
+        let e = enf.clone();
+        spawn_probe(health.clone(), Check::Policy, every, move || {
+            let active = e.current();
+            async move {
+                Ok::<_, String>(format!(
+                    "generation {} sha256 {}",
+                    active.generation, active.policy.sha256
+                ))
+            }
+        });
+        if enf.catalog.is_configured() {
+            health.register(Check::Catalog);
+            let e = enf.clone();
+            spawn_probe(health.clone(), Check::Catalog, every, move || {
+                let (n, unmatched) = e.catalog_status();
+                async move {
+                    metrics().unmatched_tags(unmatched.len());
+                    if n == 0 {
+                        Err("no catalog snapshot loaded yet".to_owned())
+                    } else if unmatched.is_empty() {
+                        Ok(format!("{n} database(s) cached"))
+                    } else {
+                        Ok(format!(
+                            "{n} database(s) cached; tags matching no column: {}",
+                            unmatched.join(", ")
+                        ))
+                    }
+                }
+            });
+        }
+    }
 }

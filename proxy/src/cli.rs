@@ -55,6 +55,23 @@ pub enum Command {
         /// The SQL text.
         sql: String,
     },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// `pgveil audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of audit files (rotated files are found next to a base path):
+    /// prints OK with the count, or the first bad line; exit 1 on a broken chain.
+    Verify {
+        /// Audit files, oldest first, or one base path (`audit.jsonl`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Entry point of the `pgveil` binary.
@@ -63,6 +80,18 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(config),
         Command::Check { policy } => check(&policy),
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => {
+            let (ok, text) = crate::audit::cli_verify(&files);
+            if ok {
+                println!("{text}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{text}");
+                ExitCode::FAILURE
+            }
+        }
         Command::Explain {
             config,
             user,
@@ -145,14 +174,9 @@ fn run(path: PathBuf) -> ExitCode {
 }
 
 fn init_logging(cfg: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.log.level.clone()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match cfg.log.format {
-        crate::config::LogFormat::Json => builder.json().try_init(),
-        crate::config::LogFormat::Text => builder.try_init(),
-    };
+    if let Err(e) = crate::logging::init(cfg.log.format, &cfg.log.level) {
+        eprintln!("pgveil: logging: {e}");
+    }
 }
 
 /// Warnings about configurations that work but have known limits.
@@ -179,18 +203,47 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     for warning in startup_warnings(&cfg) {
         tracing::warn!("{warning}");
     }
-    let assembled = crate::app::assemble(&cfg, true)?;
-    let server = Server::bind(&cfg, assembled.hooks.clone()).await?;
+    let assembled = crate::app::assemble(&cfg, true).await?;
+    let server =
+        Server::bind_with_audit(&cfg, assembled.hooks.clone(), assembled.auditor.clone()).await?;
     let ctx = server.context();
+    let health = Arc::new(crate::health::Health::new());
+    let metrics_task = match cfg.metrics.listen {
+        Some(addr) => {
+            let http = crate::health::HealthServer::bind(addr, health.clone()).await?;
+            crate::app::spawn_health_checks(&health, &assembled, &ctx);
+            let mut deadline = ctx.shutdown.subscribe_deadline();
+            Some(tokio::spawn(async move {
+                if let Err(e) = http.run(async move { deadline.wait().await }).await {
+                    tracing::error!(error = %e, "metrics endpoint failed");
+                }
+            }))
+        }
+        None => None,
+    };
     tracing::info!(
         listen = %server.local_addr(),
         upstream = %ctx.upstream.describe(),
         policy = cfg.policy.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none (transparent)".into()),
         "pgveil listening"
     );
-    let signals = tokio::spawn(handle_signals(ctx.clone(), assembled.enforcement.clone()));
+    let signals = tokio::spawn(handle_signals(
+        ctx.clone(),
+        assembled.enforcement.clone(),
+        health.clone(),
+    ));
     server.run().await;
     signals.abort();
+    let grace = cfg.limits.shutdown_grace();
+    if tokio::time::timeout(grace, assembled.auditor.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::error!("audit stream did not drain within the grace period");
+    }
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     tracing::info!("pgveil stopped");
     Ok(())
 }
@@ -198,6 +251,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 async fn handle_signals(
     ctx: Arc<crate::server::ProxyContext>,
     enforcement: Option<Arc<crate::enforce::Enforcement>>,
+    health: Arc<crate::health::Health>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -212,10 +266,12 @@ async fn handle_signals(
         tokio::select! {
             _ = term.recv() => {
                 tracing::info!("SIGTERM: shutting down gracefully");
+                health.begin_shutdown();
                 ctx.shutdown.stop_accepting();
             }
             _ = int.recv() => {
                 tracing::info!("SIGINT: shutting down gracefully");
+                health.begin_shutdown();
                 ctx.shutdown.stop_accepting();
             }
             _ = hup.recv() => {

@@ -272,14 +272,8 @@ impl Default for LogConfig {
     }
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
+/// Log line format (`text` or `json`).
+pub use crate::logging::LogFormat;
 
 impl Config {
     /// Read, parse and validate a config file.

@@ -11,9 +11,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::audit::Auditor;
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, LimitsConfig};
 use crate::hook::HookFactory;
+use crate::metrics::{metrics, ConnResult};
 use crate::session::{self, SessionEnd};
 use crate::shutdown::Shutdown;
 use crate::startup::{self, Hello, StartupError};
@@ -31,6 +33,8 @@ pub struct ProxyContext {
     pub shutdown: Shutdown,
     /// Client connections currently open (sessions and those still starting up).
     pub active: AtomicUsize,
+    /// Session start/end and failed-login events go here.
+    pub auditor: Auditor,
 }
 
 /// The proxy could not start.
@@ -55,8 +59,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind the listen address and prepare TLS and upstream settings.
+    /// Bind the listen address and prepare TLS and upstream settings (no audit stream).
     pub async fn bind(cfg: &Config, hooks: Arc<dyn HookFactory>) -> Result<Server, ServerError> {
+        Server::bind_with_audit(cfg, hooks, Auditor::disabled()).await
+    }
+
+    /// Bind, with session events going to `auditor`.
+    pub async fn bind_with_audit(
+        cfg: &Config,
+        hooks: Arc<dyn HookFactory>,
+        auditor: Auditor,
+    ) -> Result<Server, ServerError> {
         let tls = match &cfg.tls {
             Some(t) => Some(Arc::new(ServerTls::load(
                 &cfg.resolve(&t.cert),
@@ -79,6 +92,7 @@ impl Server {
             tls,
             shutdown: Shutdown::default(),
             active: AtomicUsize::new(0),
+            auditor,
         });
         Ok(Server {
             listener,
@@ -190,14 +204,29 @@ async fn handle_connection(
             leftover,
         }) => {
             if permit.is_none() {
+                metrics().connection_refused(ConnResult::TooMany);
                 let err = ProxyError::fatal("53300", "sorry, too many clients already");
                 session::send_fatal(&mut stream, &err).await;
                 return;
             }
+            let mut guard = metrics().track_connection();
             let span = tracing::info_span!("session", client = %peer);
             let result = session::serve(ctx, stream, startup, leftover, Some(peer))
                 .instrument(span)
                 .await;
+            guard.set_result(match &result {
+                Ok(SessionEnd::AuthFailed) => ConnResult::AuthFailed,
+                Ok(SessionEnd::Refused) => ConnResult::RefusedRole,
+                Ok(_) => ConnResult::Ok,
+                Err(session::SessionError::Upstream(_))
+                | Err(session::SessionError::UpstreamIo(_))
+                | Err(session::SessionError::UpstreamClosed)
+                | Err(session::SessionError::UpstreamProtocol(_)) => {
+                    metrics().upstream_error();
+                    ConnResult::UpstreamError
+                }
+                Err(_) => ConnResult::ProtocolError,
+            });
             match result {
                 Ok(SessionEnd::ClientClosed) | Ok(SessionEnd::UpstreamClosed) => {}
                 Ok(end) => debug!(client = %peer, ?end, "session ended"),
@@ -205,7 +234,11 @@ async fn handle_connection(
             }
         }
         Err(StartupError::Closed) => {}
-        Err(e) => debug!(client = %peer, error = %e, "startup failed"),
+        Err(StartupError::Timeout) => metrics().connection_refused(ConnResult::Timeout),
+        Err(e) => {
+            metrics().connection_refused(ConnResult::ProtocolError);
+            debug!(client = %peer, error = %e, "startup failed");
+        }
     }
     drop(permit);
 }

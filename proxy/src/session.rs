@@ -13,10 +13,14 @@ use std::sync::{Arc, Mutex};
 use bytes::{Buf, BytesMut};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tracing::debug;
+use tracing::{debug, warn};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::audit::{AuditEvent, EventKind};
 use crate::auth::Login;
 use crate::hook::{SessionHook, SessionInfo, StatementTag, Verdict};
+use crate::metrics::{metrics, Direction};
 use crate::protocol_state::{Action, Expect, ProbeStep, ProtocolState};
 use crate::server::ProxyContext;
 use crate::stream::{ClientStream, UpstreamStream};
@@ -125,7 +129,21 @@ pub async fn serve(
                 upstream,
                 upstream_buf,
             } => (upstream, upstream_buf),
-            Login::Failed => return Ok(SessionEnd::AuthFailed),
+            Login::Failed => {
+                audit_session(
+                    &ctx,
+                    EventKind::LoginFailed,
+                    &user,
+                    &database,
+                    &startup,
+                    peer,
+                    None,
+                    Some("authentication failed".into()),
+                    None,
+                )
+                .await;
+                return Ok(SessionEnd::AuthFailed);
+            }
         };
 
     // After AuthenticationOk: ParameterStatus*, BackendKeyData, ReadyForQuery.
@@ -182,6 +200,18 @@ pub async fn serve(
     let mut hook = match ctx.hooks.open(&info).await {
         Ok(h) => h,
         Err(e) => {
+            audit_session(
+                &ctx,
+                EventKind::LoginFailed,
+                &user,
+                &info.database,
+                &startup,
+                peer,
+                Some(&info.id),
+                Some(e.message.clone()),
+                Some(e.sqlstate),
+            )
+            .await;
             send_fatal(&mut client, &e).await;
             let _ = upstream.write_all(&TERMINATE).await;
             return Ok(SessionEnd::Refused);
@@ -201,7 +231,85 @@ pub async fn serve(
     client.flush().await.map_err(SessionError::ClientIo)?;
     debug!(session = %info.id, user = %user, pid = info.backend_pid, "session established");
 
-    relay(ctx, client, client_buf, upstream, upstream_buf, hook).await
+    audit_session(
+        &ctx,
+        EventKind::SessionStart,
+        &user,
+        &info.database,
+        &startup,
+        peer,
+        Some(&info.id),
+        None,
+        None,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let counts = Counts::default();
+    let result = relay(
+        ctx.clone(),
+        client,
+        client_buf,
+        upstream,
+        upstream_buf,
+        hook,
+        &counts,
+    )
+    .await;
+    let details = serde_json::json!({
+        "bytes_from_client": counts.from_client.load(Ordering::Relaxed),
+        "bytes_to_client": counts.to_client.load(Ordering::Relaxed),
+        "statements": counts.statements.load(Ordering::Relaxed),
+        "end": match &result { Ok(end) => format!("{end:?}"), Err(e) => e.to_string() },
+    });
+    let ev = AuditEvent {
+        event: EventKind::SessionEnd,
+        session: Some(info.id.clone()),
+        user: Some(user.clone()),
+        client: peer.map(|p| p.to_string()),
+        application: info.application.clone(),
+        database: Some(info.database.clone()),
+        duration_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+        details: Some(details),
+        ..Default::default()
+    };
+    let _ = ctx.auditor.record(ev).await;
+    result
+}
+
+/// Bytes and statements of one session, for its end event.
+#[derive(Default)]
+struct Counts {
+    from_client: AtomicU64,
+    to_client: AtomicU64,
+    statements: AtomicU64,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn audit_session(
+    ctx: &ProxyContext,
+    kind: EventKind,
+    user: &str,
+    database: &str,
+    startup: &StartupMessage,
+    peer: Option<SocketAddr>,
+    session: Option<&str>,
+    reason: Option<String>,
+    sqlstate: Option<&str>,
+) {
+    let ev = AuditEvent {
+        event: kind,
+        session: session.map(str::to_owned),
+        user: Some(user.to_owned()),
+        client: peer.map(|p| p.to_string()),
+        application: startup.param("application_name").map(str::to_owned),
+        database: Some(database.to_owned()),
+        reason,
+        sqlstate: sqlstate.map(str::to_owned),
+        ..Default::default()
+    };
+    if let Err(e) = ctx.auditor.record(ev).await {
+        warn!(error = %e, "audit event for the session could not be recorded");
+    }
 }
 
 /// The Terminate message.
@@ -239,6 +347,7 @@ async fn relay(
     upstream: UpstreamStream,
     upstream_buf: BytesMut,
     hook: Box<dyn SessionHook>,
+    counts: &Counts,
 ) -> Result<SessionEnd, SessionError> {
     let shared = Mutex::new(Shared {
         state: ProtocolState::default(),
@@ -251,8 +360,8 @@ async fn relay(
 
     let probe_done = ProbeDone::new();
     let ended = tokio::select! {
-        r = client_to_upstream(&shared, &probe_done, &mut client_rd, client_buf, &mut upstream_wr, limit) => r,
-        r = upstream_to_client(&shared, &probe_done, &mut upstream_rd, upstream_buf, &mut client_wr) => r,
+        r = client_to_upstream(&shared, &probe_done, &mut client_rd, client_buf, &mut upstream_wr, limit, counts) => r,
+        r = upstream_to_client(&shared, &probe_done, &mut upstream_rd, upstream_buf, &mut client_wr, counts) => r,
         _ = shutdown.wait() => Ok(Ended::Shutdown),
     };
     match ended {
@@ -348,6 +457,7 @@ async fn client_to_upstream(
     mut buf: BytesMut,
     wr: &mut WriteHalf<UpstreamStream>,
     limit: usize,
+    counts: &Counts,
 ) -> Result<Ended, SessionError> {
     let mut scratch = Vec::with_capacity(1024);
     let mut replacement = Vec::with_capacity(256);
@@ -398,6 +508,8 @@ async fn client_to_upstream(
             }
         }
         if pos > 0 {
+            counts.from_client.fetch_add(pos as u64, Ordering::Relaxed);
+            metrics().bytes(Direction::ClientToUpstream, pos as u64);
             let bytes = splice.finish(&buf, pos);
             wr.write_all(bytes)
                 .await
@@ -660,6 +772,7 @@ async fn upstream_to_client(
     rd: &mut ReadHalf<UpstreamStream>,
     mut buf: BytesMut,
     wr: &mut WriteHalf<ClientStream>,
+    counts: &Counts,
 ) -> Result<Ended, SessionError> {
     let mut scratch = Vec::with_capacity(1024);
     let mut replacement = Vec::with_capacity(256);
@@ -702,12 +815,19 @@ async fn upstream_to_client(
                 }
             }
             let completed: Vec<_> = sh.state.take_completed().collect();
+            counts
+                .statements
+                .fetch_add(completed.len() as u64, Ordering::Relaxed);
             for (tag, how) in completed {
                 sh.hook.on_complete(tag, how);
             }
         }
         if pos > 0 {
             let bytes = splice.finish(&buf, pos);
+            counts
+                .to_client
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            metrics().bytes(Direction::UpstreamToClient, bytes.len() as u64);
             if !bytes.is_empty() {
                 wr.write_all(bytes).await.map_err(SessionError::ClientIo)?;
                 wr.flush().await.map_err(SessionError::ClientIo)?;

@@ -176,7 +176,9 @@ pub async fn start_proxy_with_hooks(
     std::fs::write(&path, &text).expect("write pgveil.toml");
     let cfg = Config::parse(&text, &path, &dir).unwrap_or_else(|e| panic!("config: {e}\n{text}"));
     let (hooks, enforcement) = if cfg.policy.is_some() {
-        let a = pgveil::app::assemble(&cfg, true).unwrap_or_else(|e| panic!("policy: {e:#}"));
+        let a = pgveil::app::assemble(&cfg, true)
+            .await
+            .unwrap_or_else(|e| panic!("policy: {e:#}"));
         (a.hooks, a.enforcement)
     } else {
         (hooks, None)

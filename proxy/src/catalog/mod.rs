@@ -128,6 +128,11 @@ impl CatalogCache {
         self.by_db.get(db).map(|s| s.clone())
     }
 
+    /// Every cached snapshot.
+    pub fn snapshots(&self) -> Vec<Arc<Snapshot>> {
+        self.by_db.iter().map(|e| e.value().clone()).collect()
+    }
+
     /// The snapshot of `db`, loading it if there is none yet.
     pub async fn get_or_load(&self, db: &str) -> Result<Arc<Snapshot>, CatalogError> {
         match self.get(db) {

@@ -18,6 +18,7 @@ use std::sync::{Arc, RwLock};
 use pgveil_policy::mask::MaskKey;
 use pgveil_policy::model::Policy;
 
+use crate::audit::Auditor;
 use crate::catalog::CatalogCache;
 use crate::hook::{HookFactory, OpenFuture, SessionHook, SessionInfo};
 use crate::wire::messages::error::ProxyError;
@@ -44,6 +45,8 @@ pub struct Enforcement {
     pub catalog: Arc<CatalogCache>,
     pub key: MaskKey,
     pub decisions: DecisionCache,
+    /// Where statement events go.
+    pub auditor: Auditor,
 }
 
 impl Enforcement {
@@ -53,6 +56,7 @@ impl Enforcement {
         policy_path: PathBuf,
         catalog: Arc<CatalogCache>,
         key: MaskKey,
+        auditor: Auditor,
     ) -> Enforcement {
         let file = policy_path.display().to_string();
         Enforcement {
@@ -66,6 +70,7 @@ impl Enforcement {
             catalog,
             key,
             decisions: DecisionCache::new(50_000),
+            auditor,
         }
     }
 
@@ -91,6 +96,27 @@ impl Enforcement {
         }
         self.decisions.clear();
         active
+    }
+}
+
+impl Enforcement {
+    /// (databases cached, tags of the policy that match no column in any cached
+    /// database): tags are names, so a typo or a renamed column shows here.
+    pub fn catalog_status(&self) -> (usize, Vec<String>) {
+        let snapshots = self.catalog.snapshots();
+        if snapshots.is_empty() {
+            return (0, Vec::new());
+        }
+        let active = self.current();
+        let mut unmatched: Option<Vec<String>> = None;
+        for snap in &snapshots {
+            let tags = pgveil_policy::load::unmatched_tags(&active.policy, snap.columns());
+            unmatched = Some(match unmatched {
+                None => tags,
+                Some(prev) => prev.into_iter().filter(|t| tags.contains(t)).collect(),
+            });
+        }
+        (snapshots.len(), unmatched.unwrap_or_default())
     }
 }
 

@@ -52,6 +52,17 @@ pub fn reload(enforcement: &Enforcement) -> Result<(), PolicyLoadError> {
             }
             let sha = loaded.policy.sha256.clone();
             let active = enforcement.install(loaded.policy);
+            crate::metrics::metrics().policy_reloaded(&sha);
+            let auditor = enforcement.auditor.clone();
+            let event = crate::audit::AuditEvent {
+                event: crate::audit::EventKind::PolicyReload,
+                decision: Some("ok".into()),
+                details: Some(serde_json::json!({"sha256": sha, "generation": active.generation})),
+                ..Default::default()
+            };
+            if let Ok(slot) = auditor.try_admit() {
+                slot.record(event);
+            }
             info!(
                 generation = active.generation,
                 sha256 = %sha,
@@ -61,6 +72,16 @@ pub fn reload(enforcement: &Enforcement) -> Result<(), PolicyLoadError> {
         }
         Err(e) => {
             error!("policy reload rejected; the running policy stays in force:\n{e}");
+            crate::metrics::metrics().policy_reload_failed();
+            let event = crate::audit::AuditEvent {
+                event: crate::audit::EventKind::PolicyReload,
+                decision: Some("rejected".into()),
+                reason: Some(e.to_string()),
+                ..Default::default()
+            };
+            if let Ok(slot) = enforcement.auditor.try_admit() {
+                slot.record(event);
+            }
             Err(e)
         }
     }

@@ -7,13 +7,16 @@ use std::time::Instant;
 
 use pgveil_policy::catalog::{Catalog, StaticCatalog};
 use pgveil_policy::decide::{
-    self, Denial, DenyReason, Outcome, SessionEffect, SessionFacts, Verdict as PolicyVerdict,
+    self, Decision, Denial, DenyReason, Outcome, SessionEffect, SessionFacts, StatementReport,
+    Verdict as PolicyVerdict,
 };
 use pgveil_policy::model::Role;
 
 use super::cache::context_hash;
 use super::{ActivePolicy, Enforcement};
+use crate::audit::{AuditError, AuditEvent, AuditSlot, Columns, EventKind};
 use crate::hook::{Completion, Preparation, SessionHook, SessionInfo, StatementTag, Verdict};
+use crate::metrics::{metrics, QueryDecision, RoleMetrics};
 use crate::wire::messages::error::ProxyError;
 
 /// Reads the session facts the proxy cannot see in the protocol.
@@ -26,19 +29,29 @@ struct Prepared {
     sql: String,
     generation: u64,
     verdict: PolicyVerdict,
+    /// The access report of its (single) statement, for audit events of its executions.
+    report: Option<StatementReport>,
 }
 
 /// What the enforcer remembers about a statement until it completes.
 pub struct Pending {
-    pub kind: &'static str,
-    pub decision: &'static str,
-    pub normalized: String,
-    pub started: Instant,
+    report: StatementReport,
+    reason: Option<&'static str>,
+    slot: Option<AuditSlot>,
+    started: Instant,
 }
 
 /// Per-session policy enforcement.
 pub struct Enforcer {
     shared: Arc<Enforcement>,
+    info: SessionInfo,
+    role_metrics: Option<Arc<RoleMetrics>>,
+    /// Audit queue places obtained asynchronously (queue was full) for the next decision.
+    slots: Arc<std::sync::Mutex<Vec<AuditSlot>>>,
+    /// How many places the next decision needs that `try_admit` could not give.
+    slots_needed: usize,
+    /// The audit stream refused to give places in time: refuse statements.
+    audit_unavailable: Arc<std::sync::atomic::AtomicBool>,
     user: String,
     database: String,
     active: Arc<ActivePolicy>,
@@ -123,6 +136,11 @@ impl Enforcer {
         let active = shared.current();
         let mut e = Enforcer {
             shared,
+            info: info.clone(),
+            role_metrics: None,
+            slots: Arc::default(),
+            slots_needed: 0,
+            audit_unavailable: Arc::default(),
             user: info.user.clone(),
             database: info.database.clone(),
             active: active.clone(),
@@ -147,6 +165,7 @@ impl Enforcer {
     fn adopt(&mut self, active: Arc<ActivePolicy>) {
         let role = active.policy.role_for_user(&self.user);
         self.role = role.map(|r| r.name.clone());
+        self.role_metrics = self.role.as_deref().map(|r| metrics().role(r));
         self.restricted = role.is_none_or(|r| r.is_restricted(&active.policy));
         self.active = active;
         self.context = None;
@@ -273,6 +292,67 @@ impl Enforcer {
         None
     }
 
+    /// Audit queue places for `n` statements, or why there are none (None = wait and retry).
+    fn admit(&mut self, n: usize) -> Result<Vec<AuditSlot>, Option<ProxyError>> {
+        let mut got: Vec<AuditSlot> = {
+            let mut stash = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let k = stash.len().min(n);
+            stash.drain(..k).collect()
+        };
+        while got.len() < n {
+            match self.shared.auditor.try_admit() {
+                Ok(slot) => got.push(slot),
+                Err(AuditError::WouldBlock)
+                    if !self
+                        .audit_unavailable
+                        .swap(false, std::sync::atomic::Ordering::SeqCst) =>
+                {
+                    // Give the places back; wait for them asynchronously, then retry.
+                    let mut stash = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+                    self.slots_needed = n - got.len();
+                    stash.extend(got);
+                    return Err(None);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "audit stream unavailable; refusing statement");
+                    return Err(Some(
+                        ProxyError::error(
+                            "58000",
+                            "pgveil: the audit log cannot record this statement, so it is refused",
+                        )
+                        .with_hint("the audit sink is failing; see the pgveil log"),
+                    ));
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    fn event(&self, report: &StatementReport) -> AuditEvent {
+        AuditEvent {
+            event: EventKind::Statement,
+            session: Some(self.info.id.clone()),
+            user: Some(self.user.clone()),
+            role: self.role.clone(),
+            client: self.info.client_addr.map(|a| a.to_string()),
+            application: self.info.application.clone(),
+            database: Some(self.database.clone()),
+            purpose: self.purpose.clone(),
+            kind: Some(report.kind.as_str().to_owned()),
+            decision: Some(report.decision.as_str().to_owned()),
+            query: Some(report.normalized.clone()),
+            fingerprint: Some(report.fingerprint.clone()),
+            tables: report.relations.clone(),
+            columns: Columns {
+                masked: report.columns_masked.clone(),
+                raw: report.columns_raw.clone(),
+                denied: report.columns_denied.clone(),
+            },
+            classes: report.classes.clone(),
+            ..Default::default()
+        }
+    }
+
     fn verdict(
         &mut self,
         sql: &str,
@@ -281,18 +361,46 @@ impl Enforcer {
         if let Some(e) = self.protocol_guard() {
             return (Verdict::Refuse(e), PolicyVerdict::Allow);
         }
+        let started = Instant::now();
         let outcome = self.decide(sql);
         if self.should_refresh_for(sql, &outcome) {
             return (Verdict::Retry, PolicyVerdict::Allow);
         }
-        if let Some(tags) = tags {
-            for r in &outcome.statements {
-                tags.push(Box::new(Pending {
-                    kind: r.kind.as_str(),
-                    decision: r.decision.as_str(),
-                    normalized: r.normalized.clone(),
-                    started: Instant::now(),
-                }));
+        metrics().rewrite(started.elapsed().as_secs_f64());
+        let slots = match self.admit(outcome.statements.len()) {
+            Ok(s) => s,
+            Err(None) => return (Verdict::Retry, PolicyVerdict::Allow),
+            Err(Some(e)) => return (Verdict::Refuse(e), PolicyVerdict::Allow),
+        };
+        let reason = match &outcome.verdict {
+            PolicyVerdict::Deny(d) => Some(d.reason.as_str()),
+            _ => None,
+        };
+        let mut slots = slots.into_iter();
+        match tags {
+            Some(tags) => {
+                for r in &outcome.statements {
+                    tags.push(Box::new(Pending {
+                        report: r.clone(),
+                        reason,
+                        slot: slots.next(),
+                        started,
+                    }));
+                }
+            }
+            None => {
+                // Extended protocol: a refused Parse never executes, so its event is
+                // written now; allowed statements are audited at each Execute.
+                if reason.is_some() {
+                    for r in &outcome.statements {
+                        let mut ev = self.event(r);
+                        ev.reason = reason.map(str::to_owned);
+                        ev.sqlstate = Some("42501".into());
+                        if let Some(slot) = slots.next() {
+                            slot.record(ev);
+                        }
+                    }
+                }
             }
         }
         let v = match &outcome.verdict {
@@ -305,6 +413,9 @@ impl Enforcer {
                     reason = d.reason.as_str(),
                     "statement refused"
                 );
+                if let Some(m) = &self.role_metrics {
+                    m.denied(d.reason.as_str());
+                }
                 Verdict::Refuse(denial_error(d, &self.active, self.role.as_deref()))
             }
         };
@@ -323,12 +434,14 @@ impl SessionHook for Enforcer {
     fn on_parse(&mut self, name: &str, sql: &str) -> Verdict {
         let (v, policy_verdict) = self.verdict(sql, None);
         if !matches!(v, Verdict::Retry) {
+            let report = self.decide(sql).statements.first().cloned();
             self.prepared.insert(
                 name.to_owned(),
                 Prepared {
                     sql: sql.to_owned(),
                     generation: self.active.generation,
                     verdict: policy_verdict,
+                    report,
                 },
             );
         }
@@ -367,23 +480,26 @@ impl SessionHook for Enforcer {
     }
 
     fn on_execute(&mut self, portal: &str) -> (Verdict, Option<StatementTag>) {
-        let tag = self
+        let Some(report) = self
             .portals
             .get(portal)
             .and_then(|s| self.prepared.get(s))
-            .map(|p| {
-                Box::new(Pending {
-                    kind: "execute",
-                    decision: match p.verdict {
-                        PolicyVerdict::Allow => "allow",
-                        PolicyVerdict::Rewrite(_) => "rewrite",
-                        PolicyVerdict::Deny(_) => "deny",
-                    },
-                    normalized: pgveil_policy::redact::redact(&p.sql).normalized,
-                    started: Instant::now(),
-                }) as StatementTag
-            });
-        (Verdict::Forward, tag)
+            .and_then(|p| p.report.clone())
+        else {
+            return (Verdict::Forward, None);
+        };
+        let slot = match self.admit(1) {
+            Ok(mut s) => s.pop(),
+            Err(None) => return (Verdict::Retry, None),
+            Err(Some(e)) => return (Verdict::Refuse(e), None),
+        };
+        let tag = Box::new(Pending {
+            report,
+            reason: None,
+            slot,
+            started: Instant::now(),
+        }) as StatementTag;
+        (Verdict::Forward, Some(tag))
     }
 
     fn on_close(&mut self, kind: u8, name: &str) {
@@ -405,7 +521,49 @@ impl SessionHook for Enforcer {
         }
     }
 
-    fn on_complete(&mut self, _tag: StatementTag, _how: Completion) {}
+    fn on_complete(&mut self, tag: StatementTag, how: Completion) {
+        let Ok(pending) = tag.downcast::<Pending>() else {
+            return;
+        };
+        let Pending {
+            report,
+            reason,
+            slot,
+            started,
+        } = *pending;
+        let seconds = started.elapsed().as_secs_f64();
+        let (rows, sqlstate) = match &how {
+            Completion::Done { rows, tag } => (
+                Some(crate::wire::messages::backend::tag_rows(tag).unwrap_or(*rows)),
+                None,
+            ),
+            Completion::Suspended { rows } => (Some(*rows), None),
+            Completion::Empty => (Some(0), None),
+            Completion::Failed { sqlstate } => (None, sqlstate.clone()),
+        };
+        if let Some(m) = &self.role_metrics {
+            let decision = match report.decision {
+                Decision::Allow => QueryDecision::Allow,
+                Decision::Rewrite => QueryDecision::Rewrite,
+                Decision::Deny => QueryDecision::Deny,
+            };
+            m.query(report.kind, decision, seconds);
+            if let (Some(n), false) = (rows, report.decision == Decision::Deny) {
+                m.rows(n);
+            }
+            for class in &report.classes {
+                m.masked(class, 1);
+            }
+        }
+        let mut ev = self.event(&report);
+        ev.reason = reason.map(str::to_owned);
+        ev.rows = rows;
+        ev.sqlstate = sqlstate;
+        ev.duration_ms = Some(seconds * 1000.0);
+        if let Some(slot) = slot {
+            slot.record(ev);
+        }
+    }
 
     fn on_parameter_status(&mut self, name: &str, value: &str) {
         match name {
@@ -431,12 +589,29 @@ impl SessionHook for Enforcer {
     }
 
     fn prepare(&mut self) -> Option<Preparation> {
-        let since = self.refresh_since.take()?;
+        let since = self.refresh_since.take();
+        let needed = std::mem::take(&mut self.slots_needed);
+        if since.is_none() && needed == 0 {
+            return None;
+        }
         let shared = self.shared.clone();
         let db = self.database.clone();
+        let stash = self.slots.clone();
+        let unavailable = self.audit_unavailable.clone();
         Some(Box::pin(async move {
-            if let Err(e) = shared.catalog.refresh(&db, since).await {
-                tracing::warn!(database = %db, error = %e, "catalog refresh failed");
+            if let Some(since) = since {
+                if let Err(e) = shared.catalog.refresh(&db, since).await {
+                    tracing::warn!(database = %db, error = %e, "catalog refresh failed");
+                }
+            }
+            for _ in 0..needed {
+                match shared.auditor.admit().await {
+                    Ok(slot) => stash.lock().unwrap_or_else(|p| p.into_inner()).push(slot),
+                    Err(_) => {
+                        unavailable.store(true, std::sync::atomic::Ordering::SeqCst);
+                        break;
+                    }
+                }
             }
         }))
     }
