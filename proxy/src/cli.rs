@@ -94,6 +94,23 @@ pub fn startup_warnings(cfg: &Config) -> Vec<String> {
                 .to_owned(),
         );
     }
+    let scram_keys = &cfg.auth.scram;
+    if cfg.auth.mode == AuthMode::Passthrough
+        && (scram_keys.lookup_user.is_some() || scram_keys.auth_file.is_some())
+    {
+        w.push(
+            "auth.lookup_user / auth.auth_file are set but auth.mode = \"passthrough\": they are \
+             ignored; set auth.mode = \"scram\" to use them."
+                .to_owned(),
+        );
+    }
+    if cfg.auth.mode == AuthMode::Scram && cfg.tls.is_none() {
+        w.push(
+            "auth.mode = \"scram\" without [tls]: clients connect in plaintext, so \
+             SCRAM-SHA-256-PLUS (channel binding) is not offered."
+                .to_owned(),
+        );
+    }
     w
 }
 

@@ -9,13 +9,24 @@
 //! - [`verifier`]: where verifiers come from (`auth_query`, `auth_file`), TTL cache.
 //! - [`limiter`]: per-client-address failed-login throttle.
 //! - [`scram_config`]: the `[auth]` keys of `mode = "scram"`.
+//! - [`authenticator`]: the mode and shared scram state, built once at start.
+//! - [`scram_login`]: one login in scram mode, over [`client_leg`] (pgveil as SCRAM
+//!   server) and [`upstream_leg`] (login to PostgreSQL with the ClientKey), with
+//!   [`sasl`] framing the messages.
 
+pub mod authenticator;
+pub mod client_leg;
 pub mod limiter;
 pub mod mock;
 pub mod passthrough;
+pub mod sasl;
 pub mod scram;
 pub mod scram_config;
+pub mod scram_login;
+pub mod upstream_leg;
 pub mod verifier;
+
+pub use authenticator::{AuthSetupError, Authenticator};
 
 use std::net::SocketAddr;
 
@@ -43,13 +54,28 @@ pub enum Login {
     Failed,
 }
 
-/// Connect upstream and authenticate the client as the configured `[auth] mode` says.
+/// Authenticate the client and log in upstream as the configured `[auth] mode` says:
+/// `passthrough` relays PostgreSQL's exchange, `scram` runs it at pgveil.
 pub async fn establish(
     ctx: &ProxyContext,
     client: &mut ClientStream,
     client_buf: &mut BytesMut,
     startup: &StartupMessage,
-    _peer: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+) -> Result<Login, SessionError> {
+    match ctx.auth.scram() {
+        Some(scram) => scram_login::establish(ctx, scram, client, client_buf, startup, peer).await,
+        None => relay_login(ctx, client, client_buf, startup).await,
+    }
+}
+
+/// Connect upstream and relay PostgreSQL's own authentication exchange (passthrough
+/// mode, and users that scram mode hands over with `fallback = "passthrough"`).
+pub async fn relay_login(
+    ctx: &ProxyContext,
+    client: &mut ClientStream,
+    client_buf: &mut BytesMut,
+    startup: &StartupMessage,
 ) -> Result<Login, SessionError> {
     let user = startup.user().unwrap_or_default();
     let mut upstream = match ctx.upstream.connect().await {
