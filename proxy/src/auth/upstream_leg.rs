@@ -173,3 +173,217 @@ async fn send<U: AsyncWrite + Unpin>(upstream: &mut U, bytes: &[u8]) -> Result<(
         .map_err(SessionError::UpstreamIo)?;
     upstream.flush().await.map_err(SessionError::UpstreamIo)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::mock::MockSecret;
+    use crate::auth::scram::{ScramServer, SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    const PASSWORD: &str = "s3cret-pw";
+    const STARTUP: &[u8] = b"\0\0\0\x08\0\x03\0\0";
+
+    fn verifier(password: &str) -> Verifier {
+        let text = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        Verifier::parse(&text).expect("postgres-protocol makes valid verifiers")
+    }
+
+    /// The ClientKey a client with `password` proves, recovered the way pgveil does.
+    fn key_for(password: &str, v: &Verifier) -> ClientKey {
+        let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+        let mock = MockSecret::from_key([1; 32], 4096);
+        let (server, first) =
+            ScramServer::start(SCRAM_SHA_256, client.message(), Some(v), &mock, "u", None)
+                .expect("start");
+        client.update(&first).expect("update");
+        server.finish(client.message()).expect("valid proof").1
+    }
+
+    fn auth_msg(code: i32, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        backend::encode_auth(&mut out, code, data);
+        out
+    }
+
+    async fn read_frontend(s: &mut DuplexStream) -> Vec<u8> {
+        let tag = s.read_u8().await.expect("tag");
+        assert_eq!(tag, b'p');
+        let len = s.read_u32().await.expect("length") as usize;
+        let mut body = vec![0; len - 4];
+        s.read_exact(&mut body).await.expect("body");
+        body
+    }
+
+    /// A PostgreSQL that runs SCRAM against `server_verifier`, offering `mechanisms`
+    /// and binding to `cb`, then sends ParameterStatus + ReadyForQuery.
+    async fn fake_postgres(mut s: DuplexStream, server_verifier: Verifier, cb: Option<Vec<u8>>) {
+        let mut startup = [0u8; 8];
+        s.read_exact(&mut startup).await.expect("startup");
+        let mut out = Vec::new();
+        let mechs: &[&str] = if cb.is_some() {
+            &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256]
+        } else {
+            &[SCRAM_SHA_256]
+        };
+        backend::encode_sasl(&mut out, mechs);
+        s.write_all(&out).await.expect("send");
+        let body = read_frontend(&mut s).await;
+        let initial = sasl::initial_response(&body).expect("initial response");
+        let mock = MockSecret::from_key([2; 32], 4096);
+        let Ok((server, first)) = ScramServer::start(
+            initial.mechanism,
+            initial.data.unwrap_or_default(),
+            Some(&server_verifier),
+            &mock,
+            "u",
+            cb.as_deref(),
+        ) else {
+            s.write_all(&error_msg("08P01")).await.expect("send");
+            return;
+        };
+        s.write_all(&auth_msg(auth::SASL_CONTINUE, &first))
+            .await
+            .expect("send");
+        let Ok(body) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), read_frontend(&mut s)).await
+        else {
+            return;
+        };
+        match server.finish(&body) {
+            Ok((last, _)) => {
+                let mut out = auth_msg(auth::SASL_FINAL, &last);
+                out.extend_from_slice(&auth_msg(auth::OK, &[]));
+                backend::encode_parameter_status(&mut out, "server_version", "17");
+                backend::encode_ready(&mut out, b'I');
+                s.write_all(&out).await.expect("send");
+            }
+            Err(_) => s.write_all(&error_msg("28P01")).await.expect("send"),
+        }
+    }
+
+    fn error_msg(sqlstate: &'static str) -> Vec<u8> {
+        crate::wire::messages::error::ProxyError::fatal(sqlstate, "nope").to_message()
+    }
+
+    async fn login_against(
+        server: impl FnOnce(DuplexStream) -> tokio::task::JoinHandle<()>,
+        client_verifier: Verifier,
+        key: ClientKey,
+        binding: UpstreamBinding,
+    ) -> (Result<Vec<u8>, Refusal>, BytesMut, DuplexStream) {
+        let (mut ours, theirs) = tokio::io::duplex(4096);
+        let task = server(theirs);
+        let mut buf = BytesMut::new();
+        let result = login(&mut ours, &mut buf, STARTUP, key, client_verifier, binding)
+            .await
+            .expect("no i/o error");
+        let _ = task.await;
+        (result, buf, ours)
+    }
+
+    #[tokio::test]
+    async fn logs_in_with_the_recovered_key_plain_and_bound() {
+        let v = verifier(PASSWORD);
+        let hash = vec![5u8; 32];
+        for (cb, binding) in [
+            (None, UpstreamBinding::Plain),
+            (
+                Some(hash.clone()),
+                UpstreamBinding::Tls {
+                    end_point_hash: Some(hash.clone()),
+                },
+            ),
+        ] {
+            let server_v = v.clone();
+            let (result, mut buf, mut rest) = login_against(
+                |s| tokio::spawn(fake_postgres(s, server_v, cb)),
+                v.clone(),
+                key_for(PASSWORD, &v),
+                binding,
+            )
+            .await;
+            assert_eq!(result.expect("logged in"), Vec::<u8>::new());
+            let next = read_message(&mut rest, &mut buf, 1 << 20)
+                .await
+                .expect("ParameterStatus stays for the session");
+            assert_eq!(next[0], b'S');
+        }
+    }
+
+    #[tokio::test]
+    async fn changed_password_is_a_stale_verifier() {
+        let cached = verifier(PASSWORD);
+        let current = verifier("new-password");
+        let (result, _, _) = login_against(
+            |s| tokio::spawn(fake_postgres(s, current, None)),
+            cached.clone(),
+            key_for(PASSWORD, &cached),
+            UpstreamBinding::Plain,
+        )
+        .await;
+        assert!(matches!(
+            result,
+            Err(Refusal::Scram(ScramError::VerifierStale))
+        ));
+    }
+
+    async fn scripted(mut s: DuplexStream, script: Vec<u8>) {
+        let mut startup = [0u8; 8];
+        s.read_exact(&mut startup).await.expect("startup");
+        s.write_all(&script).await.expect("send");
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            s.read_to_end(&mut sink),
+        )
+        .await;
+    }
+
+    async fn scripted_login(script: Vec<u8>) -> Result<Vec<u8>, Refusal> {
+        let v = verifier(PASSWORD);
+        let key = key_for(PASSWORD, &v);
+        login_against(
+            |s| tokio::spawn(scripted(s, script)),
+            v,
+            key,
+            UpstreamBinding::Plain,
+        )
+        .await
+        .0
+    }
+
+    #[tokio::test]
+    async fn trust_needs_no_scram_and_keeps_notices() {
+        let mut script = Vec::new();
+        crate::wire::messages::encode(&mut script, b'N', |b| b.push(0));
+        script.extend_from_slice(&auth_msg(auth::OK, &[]));
+        let before = scripted_login(script).await.expect("trust");
+        assert_eq!(before[0], b'N');
+    }
+
+    #[tokio::test]
+    async fn other_methods_and_errors_are_refusals() {
+        let md5 = scripted_login(auth_msg(auth::MD5, &[1, 2, 3, 4])).await;
+        assert!(matches!(md5, Err(Refusal::Method(auth::MD5))));
+        let clear = scripted_login(auth_msg(auth::CLEARTEXT, &[])).await;
+        assert!(matches!(clear, Err(Refusal::Method(auth::CLEARTEXT))));
+        let refused = scripted_login(error_msg("53300")).await;
+        assert!(
+            matches!(refused, Err(Refusal::Server { sqlstate: Some(ref s), .. }) if s == "53300")
+        );
+    }
+
+    #[tokio::test]
+    async fn ok_after_scram_started_without_server_proof_is_refused() {
+        let mut script = Vec::new();
+        backend::encode_sasl(&mut script, &[SCRAM_SHA_256]);
+        script.extend_from_slice(&auth_msg(auth::OK, &[]));
+        let result = scripted_login(script).await;
+        assert!(matches!(
+            result,
+            Err(Refusal::Scram(ScramError::UpstreamMalformed(_)))
+        ));
+    }
+}
