@@ -148,24 +148,15 @@ async fn tokio_postgres_plain_client_logs_in_as_itself() {
 #[tokio::test]
 async fn wrong_password_and_unknown_user_fail_alike() {
     let proxy = scram_proxy("max_failures = 0").await;
-    let wrong = tokio_postgres::connect(&dsn(&proxy, users::SCRAM, "wrong"), tokio_postgres::NoTls)
+    let wrong = current_user(&dsn(&proxy, users::SCRAM, "wrong"))
         .await
-        .err()
-        .expect("wrong password refused");
-    let unknown = tokio_postgres::connect(
-        &dsn(&proxy, "no_such_user", users::PASSWORD),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .err()
-    .expect("unknown user refused");
-    let md5 = tokio_postgres::connect(
-        &dsn(&proxy, users::MD5, users::PASSWORD),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .err()
-    .expect("md5 user refused under fallback = deny");
+        .expect_err("wrong password refused");
+    let unknown = current_user(&dsn(&proxy, "no_such_user", users::PASSWORD))
+        .await
+        .expect_err("unknown user refused");
+    let md5 = current_user(&dsn(&proxy, users::MD5, users::PASSWORD))
+        .await
+        .expect_err("md5 user refused under fallback = deny");
     let expected = (
         "28P01".to_owned(),
         "password authentication failed for user \"<user>\"".to_owned(),
@@ -202,11 +193,10 @@ async fn changed_password_works_after_the_verifier_is_re_read() {
     // The cached verifier is the old one: this attempt fails and marks it for a re-read.
     let err = login("new-pw")
         .await
-        .err()
-        .expect("checked against the cache");
+        .expect_err("checked against the cache");
     assert_eq!(failure(&err, "pw_change_a").0, "28P01");
     assert_eq!(login("new-pw").await.expect("new password"), "pw_change_a");
-    let err = login("old-pw").await.err().expect("old password is gone");
+    let err = login("old-pw").await.expect_err("old password is gone");
     assert_eq!(failure(&err, "pw_change_a").0, "28P01");
 }
 
@@ -219,14 +209,13 @@ async fn old_password_against_a_stale_cache_is_refused_upstream() {
     postgres().psql_admin(DB, "ALTER ROLE pw_change_b PASSWORD 'new-pw'");
     // pgveil still accepts the old password (cached verifier), but PostgreSQL's salt
     // differs: the login stops before the upstream proof and the cache is dropped.
-    let err = current_user(&dsn_old).await.err().expect("stale verifier");
+    let err = current_user(&dsn_old).await.expect_err("stale verifier");
     let (code, message) = failure(&err, "pw_change_b");
     assert_eq!(code, "28P01");
     assert!(message.contains("password changed"), "{message}");
     current_user(&dsn_old)
         .await
-        .err()
-        .expect("re-read: old password is wrong now");
+        .expect_err("re-read: old password is wrong now");
     current_user(&dsn(&proxy, "pw_change_b", "new-pw"))
         .await
         .expect("new password");
@@ -237,8 +226,7 @@ async fn md5_users_follow_the_fallback() {
     let deny = scram_proxy("fallback = \"deny\"").await;
     let err = current_user(&dsn(&deny, users::MD5, users::PASSWORD))
         .await
-        .err()
-        .expect("denied");
+        .expect_err("denied");
     assert_eq!(failure(&err, users::MD5).0, "28P01");
 
     let relay = scram_proxy("fallback = \"passthrough\"").await;
@@ -278,8 +266,7 @@ async fn upstream_asking_for_cleartext_cannot_be_served() {
     let proxy = scram_proxy("").await;
     let err = current_user(&dsn(&proxy, users::CLEARTEXT, users::PASSWORD))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let (code, message) = failure(&err, users::CLEARTEXT);
     assert_eq!(code, "08006");
     assert!(
@@ -325,10 +312,10 @@ async fn repeated_failures_are_slowed_down() {
     let proxy = scram_proxy("max_failures = 2\nfailure_delay_ms = 1500").await;
     let wrong = dsn(&proxy, users::SCRAM, "wrong");
     for _ in 0..2 {
-        current_user(&wrong).await.err().expect("wrong password");
+        current_user(&wrong).await.expect_err("wrong password");
     }
     let started = Instant::now();
-    current_user(&wrong).await.err().expect("wrong password");
+    current_user(&wrong).await.expect_err("wrong password");
     assert!(
         started.elapsed() >= Duration::from_millis(1500),
         "third failure answered after {:?}",
