@@ -308,8 +308,8 @@ async fn scram_plus_over_a_plain_connection_is_refused() {
 }
 
 #[tokio::test]
-async fn repeated_failures_are_slowed_down() {
-    let proxy = scram_proxy("max_failures = 2\nfailure_delay_ms = 1500").await;
+async fn repeated_failures_are_slowed_down_and_take_turns() {
+    let proxy = scram_proxy("max_failures = 2\nfailure_delay_ms = 600").await;
     let wrong = dsn(&proxy, users::SCRAM, "wrong");
     for _ in 0..2 {
         current_user(&wrong).await.expect_err("wrong password");
@@ -317,10 +317,34 @@ async fn repeated_failures_are_slowed_down() {
     let started = Instant::now();
     current_user(&wrong).await.expect_err("wrong password");
     assert!(
-        started.elapsed() >= Duration::from_millis(1500),
+        started.elapsed() >= Duration::from_millis(600),
         "third failure answered after {:?}",
         started.elapsed()
     );
+    // Parallel connections from a throttled address do not guess faster: they wait in
+    // line, each for the delay.
+    let started = Instant::now();
+    let attempts: Vec<_> = (0..3)
+        .map(|_| {
+            let wrong = wrong.clone();
+            tokio::spawn(async move { current_user(&wrong).await.is_err() })
+        })
+        .collect();
+    for attempt in attempts {
+        assert!(attempt.await.expect("task"), "wrong password refused");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1800),
+        "three parallel failures answered after {:?}",
+        started.elapsed()
+    );
+    // A successful login from the address does not clear its failures.
+    current_user(&dsn(&proxy, users::SCRAM, users::PASSWORD))
+        .await
+        .expect("right password still works");
+    let started = Instant::now();
+    current_user(&wrong).await.expect_err("wrong password");
+    assert!(started.elapsed() >= Duration::from_millis(600));
 }
 
 #[tokio::test]

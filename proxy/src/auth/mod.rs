@@ -65,18 +65,21 @@ pub async fn establish(
 ) -> Result<Login, SessionError> {
     match ctx.auth.scram() {
         Some(scram) => scram_login::establish(ctx, scram, client, client_buf, startup, peer).await,
-        None => relay_login(ctx, client, client_buf, startup).await,
+        None => Ok(relay_login(ctx, client, client_buf, startup).await?.0),
     }
 }
 
 /// Connect upstream and relay PostgreSQL's own authentication exchange (passthrough
 /// mode, and users that scram mode hands over with `fallback = "passthrough"`).
+///
+/// Besides the login, returns the SQLSTATE with which PostgreSQL refused the client,
+/// if it did (for the failed-login count).
 pub async fn relay_login(
     ctx: &ProxyContext,
     client: &mut ClientStream,
     client_buf: &mut BytesMut,
     startup: &StartupMessage,
-) -> Result<Login, SessionError> {
+) -> Result<(Login, Option<String>), SessionError> {
     let user = startup.user().unwrap_or_default();
     let mut upstream = match ctx.upstream.connect().await {
         Ok(u) => u,
@@ -109,13 +112,16 @@ pub async fn relay_login(
     )
     .await;
     match relayed {
-        Ok(Ok(passthrough::AuthOutcome::Ok)) => Ok(Login::Established {
-            upstream,
-            upstream_buf,
-        }),
+        Ok(Ok(passthrough::AuthOutcome::Ok)) => Ok((
+            Login::Established {
+                upstream,
+                upstream_buf,
+            },
+            None,
+        )),
         Ok(Ok(passthrough::AuthOutcome::Failed { sqlstate })) => {
             info!(user = %user, sqlstate = ?sqlstate, "authentication failed");
-            Ok(Login::Failed)
+            Ok((Login::Failed, sqlstate))
         }
         Ok(Err(e)) => Err(e),
         Err(_) => {
@@ -124,7 +130,7 @@ pub async fn relay_login(
                 &ProxyError::fatal("08006", "authentication timed out"),
             )
             .await;
-            Ok(Login::Failed)
+            Ok((Login::Failed, None))
         }
     }
 }

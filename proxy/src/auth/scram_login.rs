@@ -7,6 +7,10 @@
 //! user's cached verifier is re-read on the next attempt (once per cache TTL): the
 //! password may have changed, and the client's proof was computed with the salt of the
 //! verifier pgveil offered, so this attempt cannot be saved.
+//!
+//! Failed logins count against the client address until their window runs out; a
+//! successful login does not clear them, or an attacker with one valid account could
+//! reset the count between guesses at others.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -76,13 +80,12 @@ impl Attempt<'_> {
         client: &mut ClientStream,
         client_buf: &mut BytesMut,
     ) -> Result<Login, SessionError> {
-        if let Some(ip) = self.ip() {
-            let delay = self.scram.limiter.delay_for(ip);
-            if !delay.is_zero() {
-                debug!(client = %ip, ?delay, "delaying login after repeated failures");
-                tokio::time::sleep(delay).await;
-            }
-        }
+        // Throttled addresses wait, and take turns until their attempt's outcome is
+        // recorded (the guard lives until the client leg is over).
+        let turn = match self.ip() {
+            Some(ip) => self.scram.limiter.wait_turn(ip).await,
+            None => None,
+        };
 
         let lookup = match self.scram.source.lookup(self.user).await {
             Ok(lookup) => lookup,
@@ -101,7 +104,15 @@ impl Attempt<'_> {
             AuthPlan::Mock => None,
             AuthPlan::Passthrough => {
                 debug!(user = %self.user, "no SCRAM verifier; relaying to PostgreSQL (fallback = passthrough)");
-                return super::relay_login(self.ctx, client, client_buf, self.startup).await;
+                let (login, refused) =
+                    super::relay_login(self.ctx, client, client_buf, self.startup).await?;
+                // PostgreSQL's own wrong-password and not-authorized refusals count
+                // like ours; unavailability (too many connections, ...) does not.
+                if let (Some(ip), Some("28P01" | "28000")) = (self.ip(), refused.as_deref()) {
+                    self.scram.limiter.record_failure(ip);
+                }
+                drop(turn);
+                return Ok(login);
             }
         };
 
@@ -134,6 +145,7 @@ impl Attempt<'_> {
                 return Ok(Login::Failed);
             }
         };
+        drop(turn);
         // A proof only verifies against a real verifier (the mock exchange always
         // fails), so this is always present; refuse rather than trust that.
         let Some(verifier) = verifier else {
@@ -196,9 +208,6 @@ impl Attempt<'_> {
         .await;
         match outcome {
             Ok(Ok(before_ok)) => {
-                if let Some(ip) = self.ip() {
-                    self.scram.limiter.record_success(ip);
-                }
                 client_leg::accept(client, &before_ok, &server_final).await?;
                 debug!(user = %self.user, "client authenticated by pgveil, logged in upstream");
                 Ok(Login::Established {
