@@ -465,6 +465,10 @@ mod tests {
             let e = parse(&format!("{base}{text}")).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+        let e = parse(&format!("{base}mode = \"scarm\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scarm") && e.contains("line 4"), "{e}");
         // Scram keys are only checked for typos in passthrough mode.
         parse(&format!(
             "{base}mode = \"passthrough\"\nfallback = \"deny\"\n"

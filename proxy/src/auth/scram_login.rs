@@ -50,7 +50,7 @@ pub async fn establish(
     match ran.await {
         Ok(result) => result,
         Err(_) => {
-            info!(user = %user, client = ?peer, reason = "timeout", "login failed");
+            info!(user = %user, client = %client_label(peer), reason = "timeout", "login failed");
             send_fatal(
                 client,
                 &ProxyError::fatal("08006", "authentication timed out"),
@@ -136,7 +136,7 @@ impl Attempt<'_> {
                     refusal.is_wrong_password() && self.scram.source.failed_login(self.user);
                 info!(
                     user = %self.user,
-                    client = ?self.peer,
+                    client = %client_label(self.peer),
                     reason = %refusal,
                     verifier_reread = reread,
                     "login failed"
@@ -236,17 +236,17 @@ impl Attempt<'_> {
         match &refusal {
             Refusal::Server { sqlstate, .. } if sqlstate.as_deref() == Some("28P01") => {
                 self.scram.source.invalidate(self.user);
-                info!(user = %self.user, client = ?self.peer, reason = %refusal, "login failed upstream; verifier will be re-read");
+                info!(user = %self.user, client = %client_label(self.peer), reason = %refusal, "login failed upstream; verifier will be re-read");
             }
             Refusal::Server { .. } => {
-                info!(user = %self.user, client = ?self.peer, reason = %refusal, "login refused upstream");
+                info!(user = %self.user, client = %client_label(self.peer), reason = %refusal, "login refused upstream");
             }
             Refusal::Scram(ScramError::VerifierStale) => {
                 self.scram.source.invalidate(self.user);
-                info!(user = %self.user, client = ?self.peer, reason = %refusal, "login failed: password changed; verifier will be re-read");
+                info!(user = %self.user, client = %client_label(self.peer), reason = %refusal, "login failed: password changed; verifier will be re-read");
             }
             Refusal::Scram(_) | Refusal::Method(_) => {
-                warn!(user = %self.user, client = ?self.peer, reason = %refusal, "upstream login failed");
+                warn!(user = %self.user, client = %client_label(self.peer), reason = %refusal, "upstream login failed");
             }
         }
         match refusal {
@@ -285,4 +285,9 @@ fn client_binding(ctx: &ProxyContext, client: &ClientStream) -> Option<Vec<u8>> 
     }
     let tls = ctx.tls.as_ref()?;
     cert_end_point_hash(&tls.identity().cert_der)
+}
+
+/// The client address for logs (`unknown` when the listener could not tell).
+fn client_label(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string())
 }
