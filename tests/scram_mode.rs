@@ -3,8 +3,11 @@
 //! the verifier read from PostgreSQL and logs in upstream as the same user with the
 //! recovered ClientKey, which PostgreSQL checks with scram-sha-256 in pg_hba.
 
+use std::future::Future;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use harness::raw::{self, read_msg, startup_packet};
@@ -12,7 +15,9 @@ use harness::{postgres, psql, start_proxy, users, ProxyHandle, ProxyOptions};
 use pgveil::config::Config;
 use pgveil::hook::PassThrough;
 use pgveil::server::Server;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_postgres::tls::{ChannelBinding, TlsConnect, TlsStream};
 
 const DB: &str = "postgres";
 
@@ -143,6 +148,152 @@ async fn tokio_postgres_plain_client_logs_in_as_itself() {
         .await
         .expect("scram login through pgveil");
     assert_eq!(who, users::SCRAM);
+}
+
+/// tokio-postgres over rustls with `tls-server-end-point` channel binding, verifying
+/// pgveil's certificate against `ca`; `forge_binding` pretends to see another
+/// certificate, as a client behind a man in the middle would.
+struct RustlsConnect {
+    config: Arc<rustls::ClientConfig>,
+    forge_binding: bool,
+}
+
+impl RustlsConnect {
+    fn new(ca: &Path, forge_binding: bool) -> RustlsConnect {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(ca).expect("read CA");
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert.expect("CA PEM")).expect("add CA");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        RustlsConnect {
+            config: Arc::new(config),
+            forge_binding,
+        }
+    }
+}
+
+struct RustlsStream {
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+    forge_binding: bool,
+}
+
+impl TlsConnect<TcpStream> for RustlsConnect {
+    type Stream = RustlsStream;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<RustlsStream>> + Send>>;
+
+    fn connect(self, stream: TcpStream) -> Self::Future {
+        Box::pin(async move {
+            let name = rustls::pki_types::ServerName::try_from("localhost")
+                .expect("valid name")
+                .to_owned();
+            let tls = tokio_rustls::TlsConnector::from(self.config)
+                .connect(name, stream)
+                .await?;
+            Ok(RustlsStream {
+                tls,
+                forge_binding: self.forge_binding,
+            })
+        })
+    }
+}
+
+impl TlsStream for RustlsStream {
+    fn channel_binding(&self) -> ChannelBinding {
+        if self.forge_binding {
+            return ChannelBinding::tls_server_end_point(vec![0x42; 32]);
+        }
+        let cert = self
+            .tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first());
+        match cert.and_then(|c| pgveil::auth::scram::cert_end_point_hash(c.as_ref())) {
+            Some(hash) => ChannelBinding::tls_server_end_point(hash),
+            None => ChannelBinding::none(),
+        }
+    }
+}
+
+impl AsyncRead for RustlsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for RustlsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tls).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_shutdown(cx)
+    }
+}
+
+/// Logs in through `proxy` with tokio-postgres over TLS with `channel_binding`; returns
+/// `current_user`.
+async fn tls_current_user(
+    proxy: &ProxyHandle,
+    channel_binding: &str,
+    forge_binding: bool,
+) -> Result<String, tokio_postgres::Error> {
+    let ca = &proxy.certs.as_ref().expect("client TLS").ca_cert;
+    let config: tokio_postgres::Config = format!(
+        "user={} dbname={DB} password={} sslmode=require channel_binding={channel_binding}",
+        users::SCRAM,
+        users::PASSWORD
+    )
+    .parse()
+    .expect("valid config");
+    let tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+    let (client, conn) = config
+        .connect_raw(tcp, RustlsConnect::new(ca, forge_binding))
+        .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let row = client.query_one("SELECT current_user::text", &[]).await?;
+    Ok(row.get(0))
+}
+
+#[tokio::test]
+async fn tokio_postgres_over_tls_with_channel_binding() {
+    let proxy = scram_proxy("max_failures = 0").await;
+    for mode in ["require", "prefer", "disable"] {
+        let who = tls_current_user(&proxy, mode, false)
+            .await
+            .unwrap_or_else(|e| panic!("channel_binding={mode}: {e}"));
+        assert_eq!(who, users::SCRAM);
+    }
+    // A client that sees another certificate than pgveil's (a man in the middle) is
+    // refused even with the right password.
+    let err = tls_current_user(&proxy, "require", true)
+        .await
+        .expect_err("binding to another certificate");
+    let (code, message) = failure(&err, users::SCRAM);
+    assert_eq!(code, "28000");
+    assert!(message.contains("channel binding"), "{message}");
 }
 
 #[tokio::test]
