@@ -17,7 +17,17 @@
 //! - [`rewrite`]: derived-table rewrite spliced into the original SQL text.
 //! - [`redact`]: literal stripping and fingerprints for the audit log.
 
+pub mod analyze;
+pub mod catalog;
 pub mod check;
+pub mod decide;
 pub mod error;
+pub mod functions;
+pub mod lexical;
 pub mod load;
+pub mod mask;
 pub mod model;
+pub mod redact;
+pub mod rewrite;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::config::{AuthMode, Config};
-use crate::hook::PassThrough;
 use crate::server::Server;
 
 /// pgveil: a transparent PostgreSQL proxy that masks personal data, enforces least
@@ -28,6 +27,34 @@ pub enum Command {
         #[arg(long, short, default_value = "pgveil.toml")]
         config: PathBuf,
     },
+    /// Validate a policy file: print every error (exit 1) or a summary (exit 0).
+    Check {
+        /// The policy file.
+        policy: PathBuf,
+    },
+    /// Show the role, the decision, the rewritten SQL and the access report for a statement.
+    Explain {
+        /// Proxy configuration file (its policy, masking key and catalog account are used).
+        #[arg(long, short, default_value = "pgveil.toml")]
+        config: PathBuf,
+        /// The authenticated database user to decide for.
+        #[arg(long, short)]
+        user: String,
+        /// The declared purpose, if any.
+        #[arg(long)]
+        purpose: Option<String>,
+        /// Database whose catalog is read (default: the user name).
+        #[arg(long, short)]
+        database: Option<String>,
+        /// A JSON catalog snapshot to use instead of reading the upstream catalog.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        /// search_path, comma separated (default: "$user", public).
+        #[arg(long)]
+        search_path: Option<String>,
+        /// The SQL text.
+        sql: String,
+    },
 }
 
 /// Entry point of the `pgveil` binary.
@@ -35,6 +62,57 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(config),
+        Command::Check { policy } => check(&policy),
+        Command::Explain {
+            config,
+            user,
+            purpose,
+            database,
+            catalog,
+            search_path,
+            sql,
+        } => match crate::explain::run(crate::explain::ExplainArgs {
+            config,
+            user,
+            purpose,
+            database,
+            catalog,
+            search_path,
+            sql,
+        }) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pgveil explain: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pgveil check: cannot read {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let (ok, report) = pgveil_policy::check::check(&path.display().to_string(), &text);
+    if ok {
+        print!("{report}");
+        if !report.ends_with('\n') {
+            println!();
+        }
+        ExitCode::SUCCESS
+    } else {
+        eprint!("{report}");
+        if !report.ends_with('\n') {
+            eprintln!();
+        }
+        ExitCode::FAILURE
     }
 }
 
@@ -118,17 +196,26 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     for warning in startup_warnings(&cfg) {
         tracing::warn!("{warning}");
     }
-    let server = Server::bind(&cfg, Arc::new(PassThrough)).await?;
+    let assembled = crate::app::assemble(&cfg, true)?;
+    let server = Server::bind(&cfg, assembled.hooks.clone()).await?;
     let ctx = server.context();
-    tracing::info!(listen = %server.local_addr(), upstream = %ctx.upstream.describe(), "pgveil listening");
-    let signals = tokio::spawn(handle_signals(ctx.clone()));
+    tracing::info!(
+        listen = %server.local_addr(),
+        upstream = %ctx.upstream.describe(),
+        policy = cfg.policy.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none (transparent)".into()),
+        "pgveil listening"
+    );
+    let signals = tokio::spawn(handle_signals(ctx.clone(), assembled.enforcement.clone()));
     server.run().await;
     signals.abort();
     tracing::info!("pgveil stopped");
     Ok(())
 }
 
-async fn handle_signals(ctx: Arc<crate::server::ProxyContext>) {
+async fn handle_signals(
+    ctx: Arc<crate::server::ProxyContext>,
+    enforcement: Option<Arc<crate::enforce::Enforcement>>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -150,6 +237,17 @@ async fn handle_signals(ctx: Arc<crate::server::ProxyContext>) {
             }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
+                if let Some(e) = &enforcement {
+                    let e = e.clone();
+                    let ok = tokio::task::spawn_blocking(move || crate::enforce::reload::reload(&e).is_ok())
+                        .await
+                        .unwrap_or(false);
+                    if ok {
+                        if let Some(e) = &enforcement {
+                            e.catalog.refresh_all().await;
+                        }
+                    }
+                }
                 if let Some(tls) = &ctx.tls {
                     match tls.reload() {
                         Ok(()) => tracing::info!("client TLS certificate reloaded"),

@@ -35,7 +35,14 @@ pub enum Verdict {
     Rewrite(String),
     /// Do not run it; the client gets this error in the place of the statement's result.
     Refuse(ProxyError),
+    /// Not decided yet: the session must await [`SessionHook::prepare`] and ask again
+    /// (a catalog refresh or an audit queue slot is needed first).
+    Retry,
 }
+
+/// Work a hook needs done asynchronously before it can decide (awaited by the session
+/// outside its locks).
+pub type Preparation = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// How a statement ended, from the server's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,13 +111,33 @@ pub trait SessionHook: Send {
     fn max_rows(&self) -> Option<u64> {
         None
     }
+
+    /// Async work to finish before the next decision (after [`Verdict::Retry`], and
+    /// checked before every batch of client messages). None when nothing is pending.
+    fn prepare(&mut self) -> Option<Preparation> {
+        None
+    }
+
+    /// A query the proxy should run on the upstream connection, invisibly to the
+    /// client, before the next client message (e.g. to read `search_path`).
+    fn probe(&mut self) -> Option<String> {
+        None
+    }
+
+    /// The first row of the probe's result (None for SQL NULL), or None if it failed.
+    fn on_probe_result(&mut self, _row: Option<Vec<Option<String>>>) {}
 }
+
+/// The future [`HookFactory::open`] returns.
+pub type OpenFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Box<dyn SessionHook>, ProxyError>> + Send + 'a>,
+>;
 
 /// Creates a [`SessionHook`] for each authenticated session.
 pub trait HookFactory: Send + Sync {
-    /// Called once authentication succeeded. An error refuses the session (e.g. a user
-    /// that matches no role gets SQLSTATE 28000).
-    fn open(&self, info: &SessionInfo) -> Result<Box<dyn SessionHook>, ProxyError>;
+    /// Called once authentication succeeded (async: it may load the catalog). An error
+    /// refuses the session (e.g. a user that matches no role gets SQLSTATE 28000).
+    fn open<'a>(&'a self, info: &'a SessionInfo) -> OpenFuture<'a>;
 }
 
 /// Allows everything: the transparent proxy.
@@ -120,7 +147,7 @@ pub struct PassThrough;
 impl SessionHook for PassThrough {}
 
 impl HookFactory for PassThrough {
-    fn open(&self, _info: &SessionInfo) -> Result<Box<dyn SessionHook>, ProxyError> {
-        Ok(Box::new(PassThrough))
+    fn open<'a>(&'a self, _info: &'a SessionInfo) -> OpenFuture<'a> {
+        Box::pin(async { Ok(Box::new(PassThrough) as Box<dyn SessionHook>) })
     }
 }

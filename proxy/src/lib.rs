@@ -1,6 +1,14 @@
 //! pgveil: a transparent PostgreSQL wire-protocol proxy that protects personal data.
 //!
 //! Modules, one job each:
+//! - [`app`]: assembling policy, catalog cache and hooks from the config.
+//! - [`catalog`]: the shared catalog cache (relations, columns, views, functions).
+//! - [`enforce`]: policy enforcement per session, decision cache, reload, scrubbing.
+//! - [`explain`]: `pgveil explain`.
+//! - [`metrics`]: Prometheus metrics, verbs over bounded labels.
+//! - [`health`]: HTTP endpoint for /metrics, /healthz, /readyz.
+//! - [`logging`]: tracing setup (text or JSON).
+//! - [`audit`]: audit events, hash chain, sinks, `audit verify`.
 //! - [`cli`]: the command line (`run`, `check`, `explain`, `audit verify`, `demo`).
 //! - [`config`]: `pgveil.toml`, parsed and validated.
 //! - [`server`]: the listener, connection cap and per-connection tasks.
@@ -16,11 +24,19 @@
 //! - [`cancel`]: proxy-issued cancel keys.
 //! - [`wire`]: framing and the few message decoders/encoders the proxy needs.
 
+pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cancel;
+pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod enforce;
+pub mod explain;
+pub mod health;
 pub mod hook;
+pub mod logging;
+pub mod metrics;
 pub mod protocol_state;
 pub mod server;
 pub mod session;

@@ -40,6 +40,11 @@ pub enum Expect {
     Sync,
     /// A poisoned extended-protocol message: the server's error is replaced by this one.
     Refused(ProxyError),
+    /// A query the proxy runs itself: its replies are consumed, never relayed.
+    Probe {
+        row: Option<Vec<Option<String>>>,
+        failed: bool,
+    },
 }
 
 impl std::fmt::Debug for Expect {
@@ -55,6 +60,7 @@ impl std::fmt::Debug for Expect {
             Expect::FunctionCall => "FunctionCall",
             Expect::Sync => "Sync",
             Expect::Refused(_) => "Refused",
+            Expect::Probe { .. } => "Probe",
         };
         f.write_str(name)
     }
@@ -67,6 +73,32 @@ pub enum Action {
     Relay,
     /// Relay this error instead of the server's.
     ReplaceError(ProxyError),
+}
+
+/// Progress of a proxy-originated probe query.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProbeStep {
+    /// The message belonged to the probe and is swallowed.
+    Consumed,
+    /// The probe finished: its first row, or None if it failed.
+    Done(Option<Vec<Option<String>>>),
+}
+
+/// Decode a DataRow body into text values (None for NULL).
+pub fn decode_data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let mut c = crate::wire::cursor::Cursor::new(body, "DataRow");
+    let n = c.i16().ok()?;
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let len = c.i32().ok()?;
+        if len < 0 {
+            out.push(None);
+        } else {
+            let v = c.take(len as usize).ok()?;
+            out.push(Some(String::from_utf8_lossy(v).into_owned()));
+        }
+    }
+    Some(out)
 }
 
 /// The queue of owed replies plus the completions it produced.
@@ -106,10 +138,41 @@ impl ProtocolState {
         }
     }
 
+    /// If a probe is the oldest owed reply, consume `tag`/`body` for it. Returns None
+    /// when the message is not the probe's, else whether the probe finished (with its
+    /// first row, or None if it failed).
+    pub fn on_probe_message(&mut self, tag: u8, body: &[u8]) -> Option<ProbeStep> {
+        let Some(Expect::Probe { row, failed }) = self.queue.front_mut() else {
+            return None;
+        };
+        match tag {
+            b'D' => {
+                if row.is_none() {
+                    *row = decode_data_row(body);
+                }
+                Some(ProbeStep::Consumed)
+            }
+            b'E' => {
+                *failed = true;
+                Some(ProbeStep::Consumed)
+            }
+            b'Z' => {
+                let result = match self.queue.pop_front() {
+                    Some(Expect::Probe { row, failed: false }) => row,
+                    _ => None,
+                };
+                Some(ProbeStep::Done(result))
+            }
+            // Notices, notifications and parameter changes are the client's business.
+            b'N' | b'A' | b'S' => None,
+            _ => Some(ProbeStep::Consumed),
+        }
+    }
+
     /// Feed one server message (type and body); returns what to do with it.
     pub fn on_backend(&mut self, tag: u8, body: &[u8]) -> Action {
         match tag {
-            b'D' => {
+            b'D' | b'd' => {
                 if let Some(Expect::Execute { rows, .. } | Expect::Query { rows, .. }) =
                     self.queue.front_mut()
                 {

@@ -17,7 +17,7 @@ use tracing::debug;
 
 use crate::auth::Login;
 use crate::hook::{SessionHook, SessionInfo, StatementTag, Verdict};
-use crate::protocol_state::{Action, Expect, ProtocolState};
+use crate::protocol_state::{Action, Expect, ProbeStep, ProtocolState};
 use crate::server::ProxyContext;
 use crate::stream::{ClientStream, UpstreamStream};
 use crate::upstream::UpstreamError;
@@ -94,6 +94,9 @@ struct Shared {
     state: ProtocolState,
     hook: Box<dyn SessionHook>,
 }
+
+/// Wakes the client → upstream loop when a probe's answer has been consumed.
+type ProbeDone = tokio::sync::Notify;
 
 /// Serve one client session to its end.
 pub async fn serve(
@@ -176,7 +179,7 @@ pub async fn serve(
         startup_params: startup.params.clone(),
         backend_pid: key.as_ref().map(|k| k.0).unwrap_or(0),
     };
-    let mut hook = match ctx.hooks.open(&info) {
+    let mut hook = match ctx.hooks.open(&info).await {
         Ok(h) => h,
         Err(e) => {
             send_fatal(&mut client, &e).await;
@@ -246,9 +249,10 @@ async fn relay(
     let limit = ctx.limits.max_message_bytes;
     let mut shutdown = ctx.shutdown.subscribe_deadline();
 
+    let probe_done = ProbeDone::new();
     let ended = tokio::select! {
-        r = client_to_upstream(&shared, &mut client_rd, client_buf, &mut upstream_wr, limit) => r,
-        r = upstream_to_client(&shared, &mut upstream_rd, upstream_buf, &mut client_wr) => r,
+        r = client_to_upstream(&shared, &probe_done, &mut client_rd, client_buf, &mut upstream_wr, limit) => r,
+        r = upstream_to_client(&shared, &probe_done, &mut upstream_rd, upstream_buf, &mut client_wr) => r,
         _ = shutdown.wait() => Ok(Ended::Shutdown),
     };
     match ended {
@@ -339,6 +343,7 @@ impl<'a> Splice<'a> {
 
 async fn client_to_upstream(
     shared: &Mutex<Shared>,
+    probe_done: &ProbeDone,
     rd: &mut ReadHalf<ClientStream>,
     mut buf: BytesMut,
     wr: &mut WriteHalf<UpstreamStream>,
@@ -347,8 +352,12 @@ async fn client_to_upstream(
     let mut scratch = Vec::with_capacity(1024);
     let mut replacement = Vec::with_capacity(256);
     loop {
+        if has_complete_message(&buf) {
+            before_batch(shared, probe_done, wr).await?;
+        }
         let mut pos = 0;
         let mut terminate = false;
+        let mut retry = false;
         let mut splice = Splice::new(&mut scratch);
         {
             let mut guard = lock(shared);
@@ -359,8 +368,14 @@ async fn client_to_upstream(
                         let msg = &buf[pos..pos + total];
                         replacement.clear();
                         match on_client_message(sh, tag, msg, &mut replacement) {
-                            Ok(true) => splice.replace(&buf, pos, pos + total, &replacement),
-                            Ok(false) => {}
+                            Ok(Handled::Forward) => {}
+                            Ok(Handled::Replace) => {
+                                splice.replace(&buf, pos, pos + total, &replacement)
+                            }
+                            Ok(Handled::Retry) => {
+                                retry = true;
+                                break;
+                            }
                             Err(violation) => return Ok(Ended::ClientViolation(violation)),
                         }
                         pos += total;
@@ -393,6 +408,15 @@ async fn client_to_upstream(
         if terminate {
             return Ok(Ended::ClientClosed);
         }
+        if retry {
+            // The hook needs async work (catalog refresh, audit slot) before it can
+            // decide the message now at the front of `buf`.
+            let prep = lock(shared).hook.prepare();
+            if let Some(prep) = prep {
+                prep.await;
+            }
+            continue;
+        }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_BUFFER);
         }
@@ -405,6 +429,50 @@ async fn client_to_upstream(
             }
         }
     }
+}
+
+fn has_complete_message(buf: &[u8]) -> bool {
+    matches!(
+        frame::peek(buf, usize::MAX),
+        Ok(Peek::Complete { .. }) | Err(_)
+    )
+}
+
+/// Before deciding a batch: let the hook finish async work, and run its probe query
+/// (only when the server owes nothing, so it cannot land inside a COPY or pipeline).
+async fn before_batch(
+    shared: &Mutex<Shared>,
+    probe_done: &ProbeDone,
+    wr: &mut WriteHalf<UpstreamStream>,
+) -> Result<(), SessionError> {
+    let (prep, probe) = {
+        let mut g = lock(shared);
+        let prep = g.hook.prepare();
+        let probe = if g.state.is_idle() {
+            g.hook.probe()
+        } else {
+            None
+        };
+        if probe.is_some() {
+            g.state.push(Expect::Probe {
+                row: None,
+                failed: false,
+            });
+        }
+        (prep, probe)
+    };
+    if let Some(prep) = prep {
+        prep.await;
+    }
+    if let Some(sql) = probe {
+        let done = probe_done.notified();
+        let mut q = Vec::with_capacity(sql.len() + 6);
+        encode_query(&mut q, &sql);
+        wr.write_all(&q).await.map_err(SessionError::UpstreamIo)?;
+        wr.flush().await.map_err(SessionError::UpstreamIo)?;
+        done.await;
+    }
+    Ok(())
 }
 
 fn frame_violation(e: &FrameError) -> ProxyError {
@@ -424,13 +492,23 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Handle one client message. Returns Ok(true) when `replacement` must be sent instead.
+/// What became of one client message.
+enum Handled {
+    /// Forward the message as received.
+    Forward,
+    /// Forward `replacement` instead.
+    Replace,
+    /// Not decided yet: await the hook's preparation and try again.
+    Retry,
+}
+
+/// Handle one client message.
 fn on_client_message(
     sh: &mut Shared,
     tag: u8,
     msg: &[u8],
     replacement: &mut Vec<u8>,
-) -> Result<bool, ProxyError> {
+) -> Result<Handled, ProxyError> {
     let body = frame::body(msg);
     let malformed =
         |m: Malformed| ProxyError::fatal("08P01", format!("invalid frontend message: {m}"));
@@ -441,13 +519,14 @@ fn on_client_message(
             let verdict = sh.hook.on_query(sql, &mut tags);
             let tags = tags.into_iter().collect();
             match verdict {
+                Verdict::Retry => Ok(Handled::Retry),
                 Verdict::Forward => {
                     sh.state.push(Expect::Query {
                         tags,
                         rows: 0,
                         refused: None,
                     });
-                    Ok(false)
+                    Ok(Handled::Forward)
                 }
                 Verdict::Rewrite(text) => {
                     encode_query(replacement, &text);
@@ -456,7 +535,7 @@ fn on_client_message(
                         rows: 0,
                         refused: None,
                     });
-                    Ok(true)
+                    Ok(Handled::Replace)
                 }
                 Verdict::Refuse(err) => {
                     encode_query(replacement, POISON_SQL);
@@ -465,32 +544,34 @@ fn on_client_message(
                         rows: 0,
                         refused: Some(err),
                     });
-                    Ok(true)
+                    Ok(Handled::Replace)
                 }
             }
         }
         b'P' => {
             let parse = frontend::Parse::decode(body).map_err(malformed)?;
             match sh.hook.on_parse(parse.name, parse.query) {
+                Verdict::Retry => Ok(Handled::Retry),
                 Verdict::Forward => {
                     sh.state.push(Expect::Parse);
-                    Ok(false)
+                    Ok(Handled::Forward)
                 }
                 Verdict::Rewrite(text) => {
                     parse.encode_with_query(replacement, &text);
                     sh.state.push(Expect::Parse);
-                    Ok(true)
+                    Ok(Handled::Replace)
                 }
                 Verdict::Refuse(err) => {
                     parse.encode_with_query(replacement, POISON_SQL);
                     sh.state.push(Expect::Refused(err));
-                    Ok(true)
+                    Ok(Handled::Replace)
                 }
             }
         }
         b'B' => {
             let (portal, statement) = frontend::bind_names(body).map_err(malformed)?;
             match sh.hook.on_bind(portal, statement) {
+                Verdict::Retry => Ok(Handled::Retry),
                 Verdict::Refuse(err) => {
                     // Bind to a statement that cannot exist: the server fails it.
                     crate::wire::messages::encode(replacement, b'B', |b| {
@@ -499,11 +580,11 @@ fn on_client_message(
                         b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
                     });
                     sh.state.push(Expect::Refused(err));
-                    Ok(true)
+                    Ok(Handled::Replace)
                 }
                 _ => {
                     sh.state.push(Expect::Bind);
-                    Ok(false)
+                    Ok(Handled::Forward)
                 }
             }
         }
@@ -511,17 +592,18 @@ fn on_client_message(
             let (portal, _max) = frontend::execute(body).map_err(malformed)?;
             let (verdict, tag) = sh.hook.on_execute(portal);
             match verdict {
+                Verdict::Retry => Ok(Handled::Retry),
                 Verdict::Refuse(err) => {
                     crate::wire::messages::encode(replacement, b'E', |b| {
                         crate::wire::messages::put_cstr(b, POISON_SQL.as_bytes());
                         b.extend_from_slice(&0i32.to_be_bytes());
                     });
                     sh.state.push(Expect::Refused(err));
-                    Ok(true)
+                    Ok(Handled::Replace)
                 }
                 _ => {
                     sh.state.push(Expect::Execute { tag, rows: 0 });
-                    Ok(false)
+                    Ok(Handled::Forward)
                 }
             }
         }
@@ -532,19 +614,20 @@ fn on_client_message(
             } else {
                 Expect::DescribePortal
             });
-            Ok(false)
+            Ok(Handled::Forward)
         }
         b'C' => {
             let (kind, name) = frontend::target(body).map_err(malformed)?;
             sh.hook.on_close(kind, name);
             sh.state.push(Expect::Close);
-            Ok(false)
+            Ok(Handled::Forward)
         }
         b'S' => {
             sh.state.push(Expect::Sync);
-            Ok(false)
+            Ok(Handled::Forward)
         }
         b'F' => match sh.hook.on_function_call() {
+            Verdict::Retry => Ok(Handled::Retry),
             Verdict::Refuse(err) => {
                 encode_query(replacement, POISON_SQL);
                 sh.state.push(Expect::Query {
@@ -552,16 +635,16 @@ fn on_client_message(
                     rows: 0,
                     refused: Some(err),
                 });
-                Ok(true)
+                Ok(Handled::Replace)
             }
             _ => {
                 sh.state.push(Expect::FunctionCall);
-                Ok(false)
+                Ok(Handled::Forward)
             }
         },
         // Flush, CopyData, CopyDone, CopyFail, Terminate and anything unknown pass as is;
         // the server judges unknown types itself.
-        _ => Ok(false),
+        _ => Ok(Handled::Forward),
     }
 }
 
@@ -573,6 +656,7 @@ fn encode_query(out: &mut Vec<u8>, sql: &str) {
 
 async fn upstream_to_client(
     shared: &Mutex<Shared>,
+    probe_done: &ProbeDone,
     rd: &mut ReadHalf<UpstreamStream>,
     mut buf: BytesMut,
     wr: &mut WriteHalf<ClientStream>,
@@ -589,9 +673,21 @@ async fn upstream_to_client(
                 match frame::peek(&buf[pos..], usize::MAX) {
                     Ok(Peek::Complete { tag, total }) => {
                         let msg = &buf[pos..pos + total];
-                        replacement.clear();
-                        if on_backend_message(sh, tag, msg, &mut replacement) {
-                            splice.replace(&buf, pos, pos + total, &replacement);
+                        match sh.state.on_probe_message(tag, frame::body(msg)) {
+                            Some(ProbeStep::Consumed) => {
+                                splice.replace(&buf, pos, pos + total, &[]);
+                            }
+                            Some(ProbeStep::Done(row)) => {
+                                splice.replace(&buf, pos, pos + total, &[]);
+                                sh.hook.on_probe_result(row);
+                                probe_done.notify_one();
+                            }
+                            None => {
+                                replacement.clear();
+                                if on_backend_message(sh, tag, msg, &mut replacement) {
+                                    splice.replace(&buf, pos, pos + total, &replacement);
+                                }
+                            }
                         }
                         pos += total;
                     }
@@ -612,8 +708,10 @@ async fn upstream_to_client(
         }
         if pos > 0 {
             let bytes = splice.finish(&buf, pos);
-            wr.write_all(bytes).await.map_err(SessionError::ClientIo)?;
-            wr.flush().await.map_err(SessionError::ClientIo)?;
+            if !bytes.is_empty() {
+                wr.write_all(bytes).await.map_err(SessionError::ClientIo)?;
+                wr.flush().await.map_err(SessionError::ClientIo)?;
+            }
             buf.advance(pos);
         }
         if buf.capacity() - buf.len() < 1024 {
@@ -631,7 +729,33 @@ async fn upstream_to_client(
 fn on_backend_message(sh: &mut Shared, tag: u8, msg: &[u8], replacement: &mut Vec<u8>) -> bool {
     let body = frame::body(msg);
     match tag {
-        b'D' | b'd' | b'T' | b'C' | b'1' | b'2' | b'3' | b'I' | b's' | b't' | b'n' => {
+        b'D' | b'd' => {
+            sh.state.on_backend(tag, body);
+            // Rows past the role's limit are dropped; the statement then ends in error.
+            sh.hook
+                .max_rows()
+                .is_some_and(|max| sh.state.current_rows() > max)
+        }
+        b'C' | b's' => {
+            let over = sh
+                .hook
+                .max_rows()
+                .filter(|max| sh.state.current_rows() > *max);
+            sh.state.on_backend(tag, body);
+            match over {
+                Some(max) => {
+                    ProxyError::error(
+                        "54000",
+                        format!("pgveil: statement returned more than {max} rows, the limit of this role"),
+                    )
+                    .with_hint("add a WHERE clause or LIMIT, or ask the DBA to raise max_rows")
+                    .encode(replacement);
+                    true
+                }
+                None => false,
+            }
+        }
+        b'T' | b'1' | b'2' | b'3' | b'I' | b't' | b'n' => {
             sh.state.on_backend(tag, body);
             false
         }

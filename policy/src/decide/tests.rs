@@ -1,0 +1,948 @@
+//! Table-driven tests of `decide` over the demo schema, plus a checker that re-parses
+//! every forwarded text and proves no protected relation is read outside a pgveil
+//! derived table, and a proptest over a small query grammar.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    CopySource, Expr, SelectItem, SetExpr, Statement, TableFactor, Visit, Visitor,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::*;
+use crate::analyze::fold;
+use crate::catalog::{Catalog, StaticCatalog};
+use crate::model::Policy;
+use crate::rewrite::DERIVED_MARK;
+use crate::testing::{rewrite_cases, sample_catalog, sample_policy};
+
+struct Env {
+    policy: Policy,
+    catalog: StaticCatalog,
+    key: MaskKey,
+    path: Vec<String>,
+}
+
+fn env() -> Env {
+    Env {
+        policy: sample_policy(),
+        catalog: sample_catalog(),
+        key: MaskKey::new(b"test-key"),
+        path: vec!["\"$user\"".into(), "public".into()],
+    }
+}
+
+impl Env {
+    fn run(&self, user: &str, purpose: Option<&str>, sql: &str) -> Outcome {
+        let facts = SessionFacts {
+            user,
+            role: self.policy.role_for_user(user),
+            purpose,
+            search_path: &self.path,
+            temp_schema: Some("pg_temp_3"),
+        };
+        decide(&self.policy, &facts, &self.catalog, &self.key, sql)
+    }
+}
+
+const CS: Option<&str> = Some("customer_service");
+
+fn sup(sql: &str) -> Outcome {
+    env().run("support_app", CS, sql)
+}
+fn bi(sql: &str) -> Outcome {
+    env().run("bi", None, sql)
+}
+fn ops(sql: &str) -> Outcome {
+    env().run("ops", None, sql)
+}
+
+#[track_caller]
+fn denied(o: &Outcome, reason: DenyReason) -> Denial {
+    match &o.verdict {
+        Verdict::Deny(d) => {
+            assert_eq!(d.reason, reason, "wrong reason: {d:?}");
+            assert!(d.sqlstate == "42501" || d.sqlstate == "42P01");
+            d.clone()
+        }
+        other => panic!("expected deny ({reason:?}), got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn rewritten(o: &Outcome, user: &str) -> String {
+    match &o.verdict {
+        Verdict::Rewrite(t) => {
+            check_forwarded(t, user);
+            t.clone()
+        }
+        other => panic!("expected rewrite, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn allowed(o: &Outcome) {
+    assert_eq!(o.verdict, Verdict::Allow, "{:?}", o.verdict);
+}
+
+/// Relations (schema, name) that the role must never read directly.
+fn protected_for(user: &str) -> Vec<(String, String, Vec<String>)> {
+    let e = env();
+    let policy = &e.policy;
+    let role = policy.role_for_user(user).expect("test user has a role");
+    let mut out = Vec::new();
+    for rel in e.catalog.relations() {
+        let mut hidden = Vec::new();
+        for c in &rel.columns {
+            let vis = match policy.class_of(&rel.schema, &rel.name, &c.name) {
+                Some(cl) => role.visibility(&cl.name).clone(),
+                None => role.unclassified.clone(),
+            };
+            if vis != crate::model::Visibility::Raw {
+                hidden.push(c.name.clone());
+            }
+        }
+        if !hidden.is_empty() {
+            out.push((rel.schema.clone(), rel.name.clone(), hidden));
+        }
+    }
+    out
+}
+
+/// The checker: every reference to a protected relation in `sql` is the inner FROM of a
+/// pgveil derived table, and derived tables never project a protected column bare.
+#[track_caller]
+fn check_forwarded(sql: &str, user: &str) {
+    let protected = protected_for(user);
+    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .unwrap_or_else(|e| panic!("forwarded SQL does not parse: {e}\n{sql}"));
+    struct V<'p> {
+        sql: &'p str,
+        protected: &'p [(String, String, Vec<String>)],
+        inner: HashSet<usize>,
+        ctes: HashSet<String>,
+        errors: Vec<String>,
+    }
+    impl V<'_> {
+        fn find(&self, schema: Option<&str>, name: &str) -> Option<&(String, String, Vec<String>)> {
+            self.protected
+                .iter()
+                .find(|(s, n, _)| n == name && schema.is_none_or(|x| x == s))
+        }
+    }
+    impl Visitor for V<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
+            if let Some(w) = &q.with {
+                for c in &w.cte_tables {
+                    self.ctes.insert(fold(&c.alias.name));
+                }
+            }
+            if let SetExpr::Select(sel) = q.body.as_ref() {
+                let lines = crate::lexical::LineIndex::new(self.sql);
+                let is_derived = lines
+                    .offset(sel.select_token.0.span.end)
+                    .and_then(|o| self.sql.get(o..))
+                    .is_some_and(|rest| rest.trim_start().starts_with(DERIVED_MARK));
+                if is_derived {
+                    for f in &sel.from {
+                        self.inner
+                            .insert(&f.relation as *const TableFactor as usize);
+                        if let TableFactor::Table { name, .. } = &f.relation {
+                            let parts: Vec<String> = name
+                                .0
+                                .iter()
+                                .filter_map(|p| p.as_ident())
+                                .map(fold)
+                                .collect();
+                            let (s, n) = (parts[0].clone(), parts[1].clone());
+                            if let Some((_, _, hidden)) = self.find(Some(&s), &n).cloned() {
+                                for item in &sel.projection {
+                                    if let SelectItem::UnnamedExpr(Expr::Identifier(id)) = item {
+                                        if hidden.contains(&id.value) {
+                                            self.errors.push(format!(
+                                                "bare protected column {}",
+                                                id.value
+                                            ));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table {
+                name, args: None, ..
+            } = tf
+            {
+                let parts: Vec<String> = name
+                    .0
+                    .iter()
+                    .filter_map(|p| p.as_ident())
+                    .map(fold)
+                    .collect();
+                let n = parts.last().cloned().unwrap_or_default();
+                let s = (parts.len() >= 2).then(|| parts[parts.len() - 2].clone());
+                if s.is_none() && self.ctes.contains(&n) {
+                    return ControlFlow::Continue(());
+                }
+                if self.find(s.as_deref(), &n).is_some()
+                    && !self.inner.contains(&(tf as *const TableFactor as usize))
+                {
+                    self.errors
+                        .push(format!("protected relation {n} read directly"));
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
+            // DML targets cannot be derived tables; the analyser guards them instead.
+            match s {
+                Statement::Update(u) => {
+                    self.inner
+                        .insert(&u.table.relation as *const TableFactor as usize);
+                }
+                Statement::Delete(d) => {
+                    if let sqlparser::ast::FromTable::WithFromKeyword(t) = &d.from {
+                        for twj in t {
+                            self.inner
+                                .insert(&twj.relation as *const TableFactor as usize);
+                        }
+                    }
+                }
+                Statement::Merge(m) => {
+                    self.inner.insert(&m.table as *const TableFactor as usize);
+                }
+                _ => {}
+            }
+            if let Statement::Copy {
+                source: CopySource::Table { table_name, .. },
+                to: true,
+                ..
+            } = s
+            {
+                let n = table_name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(fold)
+                    .unwrap_or_default();
+                if self.find(None, &n).is_some() {
+                    self.errors.push(format!("COPY {n} TO reads it directly"));
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = V {
+        sql,
+        protected: &protected,
+        inner: HashSet::new(),
+        ctes: HashSet::new(),
+        errors: Vec::new(),
+    };
+    for s in &stmts {
+        let _ = s.visit(&mut v);
+    }
+    assert!(v.errors.is_empty(), "{:?} in\n{sql}", v.errors);
+}
+
+// ----- SELECT family ------------------------------------------------------------------
+
+#[test]
+fn masked_select_is_rewritten_with_derived_table() {
+    let o = sup("SELECT name, phone FROM customers c WHERE c.id = $1");
+    let t = rewritten(&o, "support_app");
+    assert!(t.starts_with("SELECT name, phone FROM (SELECT /*pgveil*/ \"id\", \"name\", CASE"));
+    assert!(
+        t.contains("FROM \"public\".\"customers\") c WHERE c.id = $1"),
+        "{t}"
+    );
+    assert!(t.contains("NULL::text AS \"bank_card\""));
+    let r = &o.statements[0];
+    assert_eq!(r.kind, StatementKind::Select);
+    assert_eq!(r.decision, Decision::Rewrite);
+    assert_eq!(r.relations, vec!["public.customers"]);
+    assert_eq!(r.columns_masked, vec!["public.customers.phone"]);
+    assert!(r.columns_raw.contains(&"public.customers.name".to_string()));
+    assert!(r.columns_raw.contains(&"public.customers.id".to_string()));
+    assert_eq!(r.classes, vec!["phone"]);
+}
+
+#[test]
+fn unaliased_relation_gets_its_name_as_alias() {
+    let t = rewritten(&bi("SELECT customers.phone FROM customers"), "bi");
+    assert!(
+        t.ends_with("FROM \"public\".\"customers\") AS \"customers\""),
+        "{t}"
+    );
+    let t = rewritten(
+        &bi("SELECT public.customers.phone FROM public.customers"),
+        "bi",
+    );
+    assert!(t.starts_with("SELECT customers.phone FROM (SELECT"), "{t}");
+}
+
+#[test]
+fn comments_and_formatting_survive() {
+    let t = rewritten(&bi("/* hi */ SELECT phone -- x\nFROM   customers;"), "bi");
+    assert!(
+        t.starts_with("/* hi */ SELECT phone -- x\nFROM   (SELECT"),
+        "{t}"
+    );
+    assert!(t.ends_with(" AS \"customers\";"), "{t}");
+}
+
+#[test]
+fn denied_columns_refuse_every_read_form() {
+    for sql in [
+        "SELECT bank_card FROM customers",
+        "SELECT c.bank_card FROM customers c",
+        "SELECT * FROM customers",
+        "SELECT c.* FROM customers c",
+        "SELECT c FROM customers c",
+        "SELECT row_to_json(c) FROM customers c",
+        "SELECT count(c.*) FROM customers c",
+        "SELECT 1 FROM customers WHERE bank_card LIKE '6%'",
+        "SELECT id FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE c.bank_card = '1')",
+        "SELECT (SELECT bank_card FROM customers LIMIT 1)",
+        "WITH x AS (SELECT * FROM customers) SELECT id FROM x",
+        "SELECT * FROM orders JOIN customers ON true",
+        "SELECT id FROM customers ORDER BY bank_card",
+    ] {
+        let d = denied(&sup(sql), DenyReason::Column);
+        assert_eq!(
+            d.message, "permission denied for column \"bank_card\" of relation \"customers\"",
+            "{sql}"
+        );
+    }
+}
+
+#[test]
+fn whole_row_and_subqueries_everywhere_are_rewritten() {
+    for sql in [
+        "SELECT c FROM customers c",
+        "SELECT row_to_json(c) FROM customers AS c",
+        "SELECT (SELECT phone FROM customers WHERE id = o.customer_id) FROM orders o",
+        "SELECT * FROM orders o, LATERAL (SELECT phone FROM customers c WHERE c.id = o.customer_id) l",
+        "SELECT id FROM orders WHERE customer_id IN (SELECT id FROM customers WHERE phone LIKE '138%')",
+        "SELECT phone FROM customers UNION SELECT ship_phone FROM orders",
+        "SELECT phone FROM customers INTERSECT (SELECT ship_phone FROM orders EXCEPT SELECT '1')",
+        "SELECT * FROM (customers c JOIN orders o ON c.id = o.customer_id)",
+        "SELECT array(SELECT phone FROM customers)",
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM customers WHERE phone = '1') THEN 1 END",
+        "SELECT id FROM orders GROUP BY id HAVING max(id) > (SELECT count(*) FROM customers WHERE phone > '')",
+        "SELECT sum(amount) FILTER (WHERE customer_id IN (SELECT id FROM customers WHERE phone > '')) FROM orders",
+        "SELECT id, rank() OVER (ORDER BY (SELECT phone FROM customers LIMIT 1)) FROM orders",
+        "SELECT * FROM CUSTOMERS",
+        "SELECT * FROM public . customers",
+        "SELECT * FROM \"public\".\"customers\"",
+    ] {
+        let o = bi(sql);
+        let t = rewritten(&o, "bi");
+        assert!(t.contains(DERIVED_MARK), "{sql}");
+    }
+}
+
+#[test]
+fn cte_names_shadow_tables_only_in_scope() {
+    allowed(&bi(
+        "WITH customers AS (SELECT 1 AS id) SELECT * FROM customers",
+    ));
+    allowed(&bi(
+        "WITH RECURSIVE customers AS (SELECT 1 AS id UNION ALL SELECT id + 1 FROM customers WHERE id < 3) SELECT * FROM customers",
+    ));
+    allowed(&bi(
+        "WITH customers AS (SELECT 1 AS x), y AS (SELECT * FROM customers) SELECT * FROM y",
+    ));
+    // A non-recursive CTE does not see itself: the inner name is the table.
+    let t = rewritten(
+        &bi("WITH customers AS (SELECT * FROM customers) SELECT * FROM customers"),
+        "bi",
+    );
+    assert_eq!(t.matches(DERIVED_MARK).count(), 1, "{t}");
+    // A CTE in a subquery does not shadow the outer FROM.
+    let t = rewritten(
+        &bi("SELECT * FROM (WITH customers AS (SELECT 2 AS id) SELECT * FROM customers) s, customers"),
+        "bi",
+    );
+    assert_eq!(t.matches(DERIVED_MARK).count(), 1, "{t}");
+    // Schema-qualified names never refer to CTEs.
+    let t = rewritten(
+        &bi("WITH customers AS (SELECT 1) SELECT * FROM public.customers"),
+        "bi",
+    );
+    assert_eq!(t.matches(DERIVED_MARK).count(), 1);
+    // Data-modifying CTE: RETURNING * is masked.
+    let t = rewritten(
+        &ops("WITH d AS (DELETE FROM orders WHERE id = -1 RETURNING *) SELECT * FROM d"),
+        "ops",
+    );
+    assert!(t.contains("AS \"ship_phone\""), "{t}");
+}
+
+#[test]
+fn names_resolve_by_search_path_case_and_temp_schema() {
+    denied(
+        &bi("SELECT * FROM \"Customers\""),
+        DenyReason::UnresolvedRelation,
+    );
+    denied(&bi("SELECT * FROM nosuch"), DenyReason::UnresolvedRelation);
+    denied(&bi("SELECT * FROM audit.customers"), DenyReason::Table);
+    let d = denied(
+        &bi("SET search_path = audit; SELECT note FROM customers"),
+        DenyReason::Table,
+    );
+    assert!(d.message.contains("audit.customers"), "{}", d.message);
+    // The temp schema is searched first; pg_temp.* is in analyst's tables.
+    allowed(&bi("SELECT * FROM scratch"));
+    allowed(&bi("SELECT * FROM pg_temp.scratch"));
+    let e = env();
+    let path = vec!["audit".to_string(), "public".to_string()];
+    let facts = SessionFacts {
+        user: "bi",
+        role: e.policy.role_for_user("bi"),
+        purpose: None,
+        search_path: &path,
+        temp_schema: None,
+    };
+    let o = decide(
+        &e.policy,
+        &facts,
+        &e.catalog,
+        &e.key,
+        "SELECT * FROM customers",
+    );
+    denied(&o, DenyReason::Table);
+}
+
+#[test]
+fn system_catalogs() {
+    allowed(&bi("SELECT relname FROM pg_class"));
+    allowed(&bi("SELECT * FROM pg_catalog.pg_namespace"));
+    allowed(&bi("SELECT table_name FROM information_schema.tables"));
+    for sql in [
+        "SELECT * FROM pg_stats",
+        "SELECT query FROM pg_catalog.pg_stat_activity",
+        "SELECT * FROM pg_stat_statements",
+        "SELECT * FROM pg_prepared_statements",
+        "SELECT * FROM pg_toast.pg_toast_1234",
+        "SELECT * FROM pg_authid",
+    ] {
+        denied(&bi(sql), DenyReason::SystemRelation);
+    }
+}
+
+#[test]
+fn views_over_protected_columns() {
+    denied(&bi("SELECT * FROM customer_names"), DenyReason::View);
+    let t = rewritten(&bi("SELECT * FROM customer_contacts"), "bi");
+    assert!(t.contains("\"customer_contacts\""));
+}
+
+// ----- functions ------------------------------------------------------------------------
+
+#[test]
+fn dangerous_and_user_functions() {
+    for sql in [
+        "SELECT query_to_xml('select * from customers', true, true, '')",
+        "SELECT pg_catalog.query_to_xml('select 1', true, true, '')",
+        "SELECT table_to_xml('customers', true, true, '')",
+        "SELECT * FROM ts_stat('select to_tsvector(phone) from customers')",
+        "SELECT ts_rewrite('a'::tsquery, 'select 1')",
+        "SELECT pg_read_file('/etc/passwd')",
+        "SELECT lo_export(1, '/tmp/x')",
+        "SELECT * FROM dblink('dbname=x', 'select 1') AS t(a int)",
+        "SELECT set_config('search_path', 'audit', false)",
+        "SELECT current_query()",
+        "SELECT risky(1)",
+        "SELECT public.risky(1)",
+        "SELECT nosuchschema.f()",
+        "SELECT id FROM customers WHERE id IN (WITH x AS (SELECT risky(id) FROM orders) SELECT 1)",
+        "SELECT * FROM risky(3)",
+    ] {
+        denied(&bi(sql), DenyReason::Function);
+    }
+    allowed(&bi("SELECT allowed_fn(1)"));
+    allowed(&bi("SELECT lower('X'), now(), pg_terminate_backend(1)"));
+    allowed(&bi("SELECT * FROM generate_series(1, 3) AS g(i)"));
+    let o = bi("SELECT upper(name) FROM customers");
+    assert_eq!(o.statements[0].functions, vec!["upper"]);
+}
+
+#[test]
+fn custom_operators_are_refused() {
+    for sql in [
+        "SELECT 1 OPERATOR(public.===) 2",
+        "SELECT 1 ~~~ 2",
+        "SELECT phone ~~~ 'x' FROM customers",
+    ] {
+        assert!(matches!(bi(sql).verdict, Verdict::Deny(_)), "{sql}");
+    }
+}
+
+// ----- DML ------------------------------------------------------------------------------
+
+#[test]
+fn dml_predicates_on_protected_columns_are_refused() {
+    for sql in [
+        "UPDATE customers SET vip_level = 1 WHERE phone = '13800138000'",
+        "UPDATE customers c SET vip_level = 2 WHERE c.email LIKE 'a%'",
+        "UPDATE customers SET name = phone",
+        "UPDATE customers SET vip_level = length(id_card) WHERE id = 1",
+        "UPDATE customers c SET vip_level = 1 WHERE row_to_json(c)::text LIKE '%138%'",
+        "UPDATE customers c SET vip_level = 1 WHERE (c).phone LIKE '1%'",
+        "DELETE FROM customers WHERE id_card = 'x'",
+        "DELETE FROM customers WHERE id IN (SELECT id FROM orders WHERE customers.phone > '')",
+        "INSERT INTO customers (id, phone) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET name = customers.phone",
+        "INSERT INTO customers (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET vip_level = 1 WHERE customers.email = 'x'",
+        "MERGE INTO customers t USING orders s ON t.id = s.customer_id WHEN MATCHED AND t.phone LIKE '1%' THEN UPDATE SET vip_level = 1",
+        "MERGE INTO customers t USING orders s ON t.phone = s.ship_phone WHEN MATCHED THEN DELETE",
+    ] {
+        denied(&ops(sql), DenyReason::DmlPredicate);
+    }
+    allowed(&ops("UPDATE customers SET phone = '1' WHERE id = 1"));
+    allowed(&ops(
+        "UPDATE customers SET vip_level = 1 WHERE customers.id = 5",
+    ));
+    allowed(&ops("INSERT INTO customers (id, phone) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET phone = EXCLUDED.phone"));
+    allowed(&ops("MERGE INTO customers t USING products s ON t.id = s.id WHEN MATCHED THEN UPDATE SET vip_level = 1"));
+    // Other FROM items are rewritten and filter on masked values.
+    let t = rewritten(
+        &ops("UPDATE orders o SET status = 'x' FROM customers c WHERE c.id = o.customer_id AND c.phone LIKE '138%'"),
+        "ops",
+    );
+    assert!(
+        t.starts_with("UPDATE orders o SET status = 'x' FROM (SELECT"),
+        "{t}"
+    );
+}
+
+#[test]
+fn returning_is_masked() {
+    denied(
+        &ops("UPDATE customers SET vip_level = 1 WHERE id = 1 RETURNING *"),
+        DenyReason::Column,
+    );
+    denied(
+        &ops("UPDATE customers c SET vip_level = 1 WHERE id = 1 RETURNING c"),
+        DenyReason::DmlPredicate,
+    );
+    denied(
+        &ops("UPDATE customers c SET vip_level = 1 WHERE id = 1 RETURNING (SELECT c.phone)"),
+        DenyReason::DmlPredicate,
+    );
+    let t = rewritten(
+        &ops("UPDATE customers SET vip_level = 1 WHERE id = 1 RETURNING id, phone"),
+        "ops",
+    );
+    assert!(
+        t.contains("RETURNING id, (CASE WHEN (\"customers\".\"phone\") IS NULL"),
+        "{t}"
+    );
+    assert!(t.ends_with("END) AS \"phone\""), "{t}");
+    let t = rewritten(
+        &sup("UPDATE orders SET status = 'x' WHERE id = 1 RETURNING *"),
+        "support_app",
+    );
+    assert!(t.contains("RETURNING \"orders\".\"id\", "), "{t}");
+    let t = rewritten(
+        &ops("INSERT INTO orders (id) VALUES (1) RETURNING ship_phone AS p, upper(ship_phone)"),
+        "ops",
+    );
+    assert!(t.contains("AS p"), "{t}");
+    assert_eq!(t.matches("CASE WHEN").count(), 2, "{t}");
+}
+
+#[test]
+fn statement_kinds_need_grants() {
+    let d = denied(&bi("DELETE FROM orders"), DenyReason::StatementKind);
+    assert_eq!(
+        d.message,
+        "permission denied: role \"analyst\" may not run delete statements"
+    );
+    denied(&bi("TRUNCATE orders"), DenyReason::StatementKind);
+    denied(&sup("COPY orders FROM STDIN"), DenyReason::StatementKind);
+    denied(
+        &bi("EXPLAIN ANALYZE DELETE FROM orders"),
+        DenyReason::StatementKind,
+    );
+}
+
+// ----- COPY -----------------------------------------------------------------------------
+
+#[test]
+fn copy_is_rewritten_or_refused() {
+    let t = rewritten(&bi("COPY customers TO STDOUT"), "bi");
+    assert!(
+        t.starts_with("COPY (SELECT * FROM (SELECT /*pgveil*/"),
+        "{t}"
+    );
+    assert!(t.ends_with(" AS \"customers\") TO STDOUT"), "{t}");
+    let t = rewritten(
+        &bi("COPY customers (id, phone) TO STDOUT WITH (FORMAT csv)"),
+        "bi",
+    );
+    assert!(
+        t.starts_with("COPY (SELECT \"id\", \"phone\" FROM (SELECT"),
+        "{t}"
+    );
+    assert!(t.ends_with(" TO STDOUT WITH (FORMAT csv)"), "{t}");
+    rewritten(&bi("COPY (SELECT phone FROM customers) TO STDOUT"), "bi");
+    denied(&bi("COPY customers TO '/tmp/x'"), DenyReason::CopyFile);
+    denied(
+        &bi("COPY (SELECT 1) TO PROGRAM 'cat'"),
+        DenyReason::CopyFile,
+    );
+    denied(&sup("COPY customers TO STDOUT"), DenyReason::Column);
+    rewritten(&sup("COPY customers (id, phone) TO STDOUT"), "support_app");
+}
+
+// ----- sessions -------------------------------------------------------------------------
+
+#[test]
+fn session_settings() {
+    for sql in [
+        "SET ROLE postgres",
+        "SET role = 'postgres'",
+        "SET LOCAL ROLE postgres",
+        "SET SESSION AUTHORIZATION postgres",
+        "RESET ROLE",
+        "RESET SESSION AUTHORIZATION",
+        "SET client_encoding = 'LATIN1'",
+        "SET NAMES 'SJIS'",
+        "SET standard_conforming_strings = off",
+    ] {
+        denied(&bi(sql), DenyReason::SessionSetting);
+    }
+    let o = bi("SET search_path = audit, \"My\", public");
+    allowed(&o);
+    assert_eq!(
+        o.statements[0].effects,
+        vec![SessionEffect::SetSearchPath(vec![
+            "audit".into(),
+            "\"My\"".into(),
+            "public".into()
+        ])]
+    );
+    allowed(&bi("SET client_encoding = 'UTF8'"));
+    allowed(&bi("SET standard_conforming_strings = on"));
+    let o = env().run(
+        "support_app",
+        None,
+        "SET pgveil.purpose = 'customer_service'; SELECT name FROM customers",
+    );
+    assert_eq!(
+        o.statements[0].effects,
+        vec![SessionEffect::SetPurpose("customer_service".into())]
+    );
+    rewritten(&o, "support_app");
+    allowed(&bi("BEGIN; SHOW search_path; COMMIT"));
+}
+
+#[test]
+fn purpose_is_required() {
+    let d = denied(
+        &env().run("support_app", None, "SELECT name FROM customers"),
+        DenyReason::Purpose,
+    );
+    assert!(d.message.contains("customer_service"));
+    denied(
+        &env().run("support_app", Some("marketing"), "SELECT 1"),
+        DenyReason::Purpose,
+    );
+    allowed(&env().run(
+        "support_app",
+        None,
+        "SET pgveil.purpose = 'customer_service'",
+    ));
+}
+
+#[test]
+fn explain_prepare_declare() {
+    let o = sup("EXPLAIN SELECT phone FROM customers");
+    assert_eq!(o.statements[0].kind, StatementKind::Explain);
+    rewritten(&o, "support_app");
+    denied(&sup("EXPLAIN VERBOSE SELECT 1"), DenyReason::Explain);
+    denied(
+        &sup("EXPLAIN (VERBOSE, COSTS off) SELECT 1"),
+        DenyReason::Explain,
+    );
+    denied(
+        &bi("EXPLAIN SELECT id_card FROM customers"),
+        DenyReason::Explain,
+    );
+    let o = bi("PREPARE p (bigint) AS SELECT phone FROM customers WHERE id = $1");
+    assert_eq!(o.statements[0].kind, StatementKind::Session);
+    assert_eq!(
+        o.statements[0].effects,
+        vec![SessionEffect::Prepare { name: "p".into() }]
+    );
+    rewritten(&o, "bi");
+    denied(
+        &bi("PREPARE p AS DELETE FROM orders"),
+        DenyReason::StatementKind,
+    );
+    let o = bi("DECLARE c CURSOR FOR SELECT phone FROM customers");
+    rewritten(&o, "bi");
+    allowed(&bi("FETCH 10 FROM c"));
+    allowed(&bi("EXECUTE p(1)"));
+    allowed(&bi("DEALLOCATE ALL"));
+}
+
+// ----- parsing / lexing ---------------------------------------------------------------
+
+#[test]
+fn unparsable_text_fails_closed_for_restricted_only() {
+    for sql in [
+        "DO $$ BEGIN PERFORM 1; END $$",
+        "TABLE customers",
+        "SELEC 1",
+        "MOVE NEXT IN c",
+    ] {
+        let d = denied(&bi(sql), DenyReason::Unparsable);
+        assert!(
+            d.message
+                .starts_with("pgveil cannot analyse this statement: "),
+            "{}",
+            d.message
+        );
+        let o = env().run("postgres", None, sql);
+        allowed(&o);
+        assert!(o.statements[0].unparsed);
+    }
+}
+
+#[test]
+fn lexical_evasions_are_refused() {
+    for sql in [
+        "SELECT U&\"ph\\006fne\" FROM customers",
+        "SELECT 1\x0bFROM customers",
+        "SELECT U&'\\0031'",
+    ] {
+        denied(&bi(sql), DenyReason::Unparsable);
+    }
+    // Nested comments hide text from both parsers alike.
+    allowed(&bi("SELECT 1 /* /* */ , phone FROM customers */"));
+}
+
+#[test]
+fn multi_statement_texts_are_judged_whole() {
+    let o = bi("SELECT 1; SELECT * FROM pg_stats");
+    denied(&o, DenyReason::SystemRelation);
+    assert!(o.statements.iter().all(|s| s.decision == Decision::Deny));
+    assert_eq!(o.statements.len(), 2);
+    assert_eq!(o.statements[0].normalized, "SELECT ?");
+    let t = rewritten(&bi("SELECT * FROM customers; SELECT * FROM orders"), "bi");
+    assert_eq!(t.matches(DERIVED_MARK).count(), 2);
+}
+
+// ----- DDL ------------------------------------------------------------------------------
+
+#[test]
+fn ddl_rules() {
+    let o = bi("CREATE TABLE x AS SELECT * FROM customers");
+    assert_eq!(o.statements[0].kind, StatementKind::Ddl);
+    assert!(o.statements[0]
+        .effects
+        .contains(&SessionEffect::CatalogChanged));
+    rewritten(&o, "bi");
+    rewritten(&bi("SELECT * INTO TEMP y FROM customers"), "bi");
+    denied(
+        &bi("CREATE VIEW v AS SELECT phone FROM customers"),
+        DenyReason::Ddl,
+    );
+    denied(
+        &bi("ALTER TABLE customers RENAME COLUMN phone TO p"),
+        DenyReason::Ddl,
+    );
+    denied(&bi("ALTER SCHEMA public RENAME TO p"), DenyReason::Ddl);
+    denied(
+        &bi("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'"),
+        DenyReason::Ddl,
+    );
+    denied(
+        &bi("CREATE TABLE t2 (a int); SELECT * FROM t2"),
+        DenyReason::Ddl,
+    );
+    allowed(&bi("CREATE TABLE t3 (a int)"));
+    denied(&bi("CREATE TABLE audit.t3 (a int)"), DenyReason::Table);
+}
+
+#[test]
+fn inheritance_and_sampling_on_protected_relations_are_refused() {
+    denied(&bi("SELECT * FROM ONLY customers"), DenyReason::Unsupported);
+    denied(
+        &bi("SELECT * FROM customers TABLESAMPLE SYSTEM (10)"),
+        DenyReason::Unsupported,
+    );
+    allowed(&bi("SELECT * FROM ONLY products"));
+}
+
+// ----- roles ----------------------------------------------------------------------------
+
+#[test]
+fn unrestricted_and_missing_roles() {
+    let o = env().run(
+        "postgres",
+        None,
+        "SELECT * FROM customers; DROP TABLE orders",
+    );
+    allowed(&o);
+    assert_eq!(o.statements[0].columns_raw.len(), 10);
+    assert_eq!(o.statements[1].kind, StatementKind::Ddl);
+    let o = env().run("nobody", None, "SELECT 1");
+    denied(&o, DenyReason::NoRole);
+}
+
+#[test]
+fn strict_role_denies_unclassified_columns() {
+    denied(
+        &env().run("strict", None, "SELECT id FROM customers"),
+        DenyReason::Column,
+    );
+    let t = rewritten(
+        &env().run("strict", None, "SELECT phone FROM customers"),
+        "strict",
+    );
+    assert!(t.contains("NULL::bigint AS \"id\""), "{t}");
+}
+
+#[test]
+fn hash_mask_uses_keyed_sha256() {
+    let t = rewritten(&bi("SELECT id_card FROM customers"), "bi");
+    assert!(t.contains("encode(sha256('\\x"), "{t}");
+    assert!(!t.contains(&hex::encode(b"test-key")));
+}
+
+#[test]
+fn sample_cases_all_pass() {
+    let e = env();
+    for (sql, user, purpose) in rewrite_cases() {
+        let o = e.run(user, purpose, sql);
+        match &o.verdict {
+            Verdict::Allow => check_forwarded(sql, user),
+            Verdict::Rewrite(t) => check_forwarded(t, user),
+            Verdict::Deny(d) => panic!("{sql} denied: {d:?}"),
+        }
+    }
+}
+
+#[test]
+fn catalog_trait_object_works() {
+    let cat = sample_catalog();
+    let dynamic: &dyn Catalog = &cat;
+    assert!(dynamic.relation("public", "customers").is_some());
+}
+
+// ----- proptest -------------------------------------------------------------------------
+
+mod grammar {
+    use proptest::prelude::*;
+
+    fn table() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            Just("customers"),
+            Just("orders"),
+            Just("products"),
+            Just("public.customers"),
+            Just("CUSTOMERS"),
+            Just("\"customers\""),
+            Just("customer_contacts"),
+        ]
+    }
+
+    fn column() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            Just("id"),
+            Just("phone"),
+            Just("name"),
+            Just("bank_card"),
+            Just("id_card"),
+            Just("ship_phone"),
+            Just("*"),
+            Just("t"),
+            Just("t.phone"),
+            Just("t.*"),
+            Just("row_to_json(t)"),
+            Just("upper(phone)"),
+            Just("count(*)"),
+            Just("query_to_xml('x', true, true, '')"),
+        ]
+    }
+
+    pub fn query() -> impl Strategy<Value = String> {
+        let leaf = (column(), table(), prop::option::of(column())).prop_map(|(c, t, w)| match w {
+            Some(w) if w != "*" && !w.contains("*") => {
+                format!("SELECT {c} FROM {t} t WHERE {w} IS NOT NULL")
+            }
+            _ => format!("SELECT {c} FROM {t} t"),
+        });
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} UNION ALL {b}")),
+                (inner.clone(), table())
+                    .prop_map(|(a, t)| format!("SELECT * FROM ({a}) s JOIN {t} t ON true")),
+                (inner.clone(), inner.clone())
+                    .prop_map(|(a, b)| format!("WITH customers AS ({a}) {b}")),
+                (inner.clone(), table()).prop_map(|(a, t)| format!(
+                    "SELECT (SELECT 1 FROM ({a}) q LIMIT 1), t.id FROM {t} t"
+                )),
+                (inner.clone(), table())
+                    .prop_map(|(a, t)| format!("SELECT id FROM {t} t WHERE EXISTS ({a})")),
+                (inner.clone(), table())
+                    .prop_map(|(a, t)| format!("SELECT * FROM {t} t, LATERAL ({a}) l")),
+                inner.clone().prop_map(|a| format!("COPY ({a}) TO STDOUT")),
+                inner.prop_map(|a| format!("EXPLAIN {a}")),
+            ]
+        })
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    #[test]
+    fn random_queries_never_leak(sql in grammar::query(), who in 0usize..3) {
+        let user = ["bi", "support_app", "strict"][who];
+        let o = env().run(user, CS, &sql);
+        match &o.verdict {
+            Verdict::Allow => check_forwarded(&sql, user),
+            Verdict::Rewrite(t) => check_forwarded(t, user),
+            Verdict::Deny(_) => {}
+        }
+        // `*` over customers reads the denied bank_card: support must be refused.
+        if user == "support_app" && sql.contains("SELECT * FROM customers") {
+            proptest::prop_assert!(matches!(o.verdict, Verdict::Deny(_)));
+        }
+    }
+}
+
+#[test]
+fn long_operator_chains_are_refused_not_overflowing() {
+    let sql = format!(
+        "SELECT 1 FROM customers WHERE {}1 = 1",
+        "1 + ".repeat(100_000)
+    );
+    let h = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || bi(&sql).verdict)
+        .expect("thread spawns");
+    let v = h.join().expect("no stack overflow");
+    assert!(matches!(v, Verdict::Deny(d) if d.reason == DenyReason::Unparsable));
+    let sql = format!(
+        "SELECT 1 FROM customers WHERE {}1 = 1",
+        "(1) + ".repeat(100_000)
+    );
+    assert!(matches!(bi(&sql).verdict, Verdict::Deny(d) if d.reason == DenyReason::Unparsable));
+    let sql = format!(
+        "SELECT 1 FROM customers WHERE {}1 = 1",
+        "1 + ".repeat(1_000)
+    );
+    rewritten(&bi(&sql), "bi");
+}

@@ -1,0 +1,183 @@
+//! Literal stripping for the audit log: a logged query never carries constants (a
+//! literal can be an ID number), and statements of the same shape share a fingerprint.
+//!
+//! Works on any text, including text that does not parse: it uses sqlparser's tokenizer
+//! and falls back to pgveil's own scanner when even tokenizing fails.
+
+use sha2::{Digest, Sha256};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+
+use crate::lexical;
+
+/// The normalized text and its fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redacted {
+    /// Literals replaced by `?`, comments dropped, whitespace collapsed.
+    pub normalized: String,
+    /// First 16 hex digits of SHA-256 over the normalized shape (case-folded words).
+    pub fingerprint: String,
+}
+
+/// Normalizes `sql` for the audit log.
+pub fn redact(sql: &str) -> Redacted {
+    let normalized = match Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() {
+        Ok(tokens) => from_tokens(&tokens),
+        Err(_) => from_scan(sql),
+    };
+    let fingerprint = fingerprint(&normalized);
+    Redacted {
+        normalized,
+        fingerprint,
+    }
+}
+
+/// Stable fingerprint of a normalized text: unquoted words are case-folded.
+pub fn fingerprint(normalized: &str) -> String {
+    let mut folded = String::with_capacity(normalized.len());
+    let mut in_quote = false;
+    for ch in normalized.chars() {
+        if ch == '"' {
+            in_quote = !in_quote;
+        }
+        if in_quote {
+            folded.push(ch);
+        } else {
+            folded.push(ch.to_ascii_lowercase());
+        }
+    }
+    let digest = Sha256::digest(folded.as_bytes());
+    hex::encode(&digest[..8])
+}
+
+fn push_piece(out: &mut String, piece: &str, pending_space: &mut bool) {
+    if *pending_space && !out.is_empty() {
+        out.push(' ');
+    }
+    *pending_space = false;
+    out.push_str(piece);
+}
+
+fn from_tokens(tokens: &[Token]) -> String {
+    let mut out = String::new();
+    let mut space = false;
+    for tok in tokens {
+        match tok {
+            Token::Whitespace(Whitespace::SingleLineComment { .. })
+            | Token::Whitespace(Whitespace::MultiLineComment(_))
+            | Token::Whitespace(_) => space = true,
+            Token::EOF => {}
+            Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::TripleSingleQuotedString(_)
+            | Token::TripleDoubleQuotedString(_)
+            | Token::DollarQuotedString(_)
+            | Token::SingleQuotedByteStringLiteral(_)
+            | Token::DoubleQuotedByteStringLiteral(_)
+            | Token::TripleSingleQuotedByteStringLiteral(_)
+            | Token::TripleDoubleQuotedByteStringLiteral(_)
+            | Token::SingleQuotedRawStringLiteral(_)
+            | Token::DoubleQuotedRawStringLiteral(_)
+            | Token::TripleSingleQuotedRawStringLiteral(_)
+            | Token::TripleDoubleQuotedRawStringLiteral(_)
+            | Token::NationalStringLiteral(_)
+            | Token::QuoteDelimitedStringLiteral(_)
+            | Token::NationalQuoteDelimitedStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::CopyData { .. } => push_piece(&mut out, "?", &mut space),
+            other => push_piece(&mut out, &other.to_string(), &mut space),
+        }
+    }
+    out
+}
+
+/// Conservative fallback: every literal region becomes `?`, comments go, digits go.
+fn from_scan(sql: &str) -> String {
+    let scan = lexical::scan(sql);
+    let mut out = String::new();
+    let mut space = false;
+    let mut pos = 0;
+    let plain = |out: &mut String, text: &str, space: &mut bool| {
+        let mut last_digit = false;
+        for ch in text.chars() {
+            if ch.is_whitespace() {
+                *space = true;
+                last_digit = false;
+            } else if ch.is_ascii_digit() {
+                if !last_digit {
+                    push_piece(out, "?", space);
+                }
+                last_digit = true;
+            } else {
+                last_digit = false;
+                let mut buf = [0u8; 4];
+                push_piece(out, ch.encode_utf8(&mut buf), space);
+            }
+        }
+    };
+    for r in &scan.regions {
+        plain(&mut out, &sql[pos..r.start], &mut space);
+        let region = &sql[r.start..r.end];
+        if region.starts_with("--") || region.starts_with("/*") {
+            space = true;
+        } else if region.starts_with('"') {
+            push_piece(&mut out, region, &mut space);
+        } else {
+            push_piece(&mut out, "?", &mut space);
+        }
+        pos = r.end;
+    }
+    plain(&mut out, &sql[pos..], &mut space);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_never_survive() {
+        let r = redact(
+            "SELECT name FROM customers /* c */ WHERE id_card = '110101199003077777' AND x = E'\\'a' \
+             AND y = $$secret$$ AND z = 42 AND w = X'ff' AND d = DATE '2020-01-01'",
+        );
+        for secret in [
+            "110101199003077777",
+            "secret",
+            "42",
+            "ff",
+            "2020",
+            "/* c */",
+        ] {
+            assert!(!r.normalized.contains(secret), "{}", r.normalized);
+        }
+        assert!(r
+            .normalized
+            .starts_with("SELECT name FROM customers WHERE id_card = ?"));
+    }
+
+    #[test]
+    fn same_shape_same_fingerprint() {
+        let a = redact("select * from t where id = 1");
+        let b = redact("SELECT *\n  FROM t -- x\n WHERE id = 99");
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.fingerprint.len(), 16);
+        assert_ne!(
+            a.fingerprint,
+            redact("select * from u where id = 1").fingerprint
+        );
+        assert_eq!(redact("select $1").normalized, "select $1");
+    }
+
+    #[test]
+    fn untokenizable_text_is_still_redacted() {
+        let r = redact("SELECT 'unterminated 13800138000");
+        assert!(!r.normalized.contains("13800138000"));
+        let r = redact("SELECT 13800138000 FROM t WHERE a = 'x");
+        assert!(!r.normalized.contains("13800138000"), "{}", r.normalized);
+        assert!(!from_scan("x = 1380013 /* 99 */ 'abc'").contains("13"));
+    }
+}

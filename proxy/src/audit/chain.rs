@@ -1,0 +1,350 @@
+//! The tamper-evident hash chain. Each line is one JSON object whose members come in a
+//! fixed order: `seq, ts, event, session, user, role, client, application, database,
+//! purpose, kind, decision, reason, query, fingerprint, tables, columns, classes, rows,
+//! duration_ms, sqlstate, details, prev_hash, hash`.
+//!
+//! `hash` is the lowercase hex SHA-256 of the line's own bytes with the final
+//! `,"hash":"…"` member removed (that is, the canonical line without `hash`, ending in
+//! `}`), and `prev_hash` is the previous line's `hash` (the configured genesis for the
+//! first line). Hashing the exact bytes makes the check independent of any JSON
+//! re-serialization: anyone can verify with `head -c`, `sha256sum` and the previous line.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::config::is_hash_hex;
+use super::event::{rfc3339_millis, AuditEvent, Columns, EventKind};
+use super::literals::strip_literals;
+
+/// Bytes after the hashed part of a line: `,"hash":"` + 64 hex + `"}`.
+const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
+
+/// Where the chain stands: the next `seq` and the `hash` of the last line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Chain {
+    next_seq: u64,
+    prev_hash: String,
+    /// Longest `query` kept, in bytes; longer ones are cut (after literal stripping).
+    max_query_bytes: usize,
+}
+
+/// The last valid line of an existing log, from which a restarted writer continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChainTip {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl Chain {
+    /// A new chain (seq 1) or one that continues after `tip`.
+    pub fn new(genesis: &str, tip: Option<ChainTip>, max_query_bytes: usize) -> Chain {
+        let (next_seq, prev_hash) = match tip {
+            Some(t) => (t.seq.saturating_add(1), t.hash),
+            None => (1, genesis.to_string()),
+        };
+        Chain {
+            next_seq,
+            prev_hash,
+            max_query_bytes,
+        }
+    }
+
+    /// Appends the sealed line for `ev` (with its trailing newline) to `out`. `ts` is
+    /// stamped now when the event has none; literals left in `query` become `?` and a
+    /// query longer than `max_query_bytes` is cut.
+    pub fn append(&mut self, ev: &AuditEvent, out: &mut Vec<u8>) {
+        let ts = rfc3339_millis(ev.ts.unwrap_or_else(std::time::SystemTime::now));
+        let query = ev
+            .query
+            .as_deref()
+            .map(|q| truncate(strip_literals(q), self.max_query_bytes));
+        let line = LineRef {
+            seq: self.next_seq,
+            ts: &ts,
+            event: ev.event,
+            session: ev.session.as_deref(),
+            user: ev.user.as_deref(),
+            role: ev.role.as_deref(),
+            client: ev.client.as_deref(),
+            application: ev.application.as_deref(),
+            database: ev.database.as_deref(),
+            purpose: ev.purpose.as_deref(),
+            kind: ev.kind.as_deref(),
+            decision: ev.decision.as_deref(),
+            reason: ev.reason.as_deref(),
+            query: query.as_deref(),
+            fingerprint: ev.fingerprint.as_deref(),
+            tables: &ev.tables,
+            columns: &ev.columns,
+            classes: &ev.classes,
+            rows: ev.rows,
+            duration_ms: ev.duration_ms,
+            sqlstate: ev.sqlstate.as_deref(),
+            details: ev.details.as_ref(),
+            prev_hash: &self.prev_hash,
+        };
+        let start = out.len();
+        serde_json::to_writer(&mut *out, &line)
+            .expect("strings, numbers and JSON values always serialize into memory");
+        let hash = hex::encode(Sha256::digest(&out[start..]));
+        out.pop();
+        out.extend_from_slice(b",\"hash\":\"");
+        out.extend_from_slice(hash.as_bytes());
+        out.extend_from_slice(b"\"}\n");
+        self.next_seq = self.next_seq.saturating_add(1);
+        self.prev_hash = hash;
+    }
+
+    /// The `seq` the next line will get.
+    #[cfg(test)]
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+}
+
+/// Cuts `q` to at most `max` bytes at a character boundary, marking the cut.
+fn truncate(q: Cow<'_, str>, max: usize) -> Cow<'_, str> {
+    if q.len() <= max {
+        return q;
+    }
+    let mut end = max;
+    while !q.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}{TRUNCATED}", &q[..end]))
+}
+
+/// Appended to a query cut at `max_query_bytes`.
+const TRUNCATED: &str = "…[truncated]";
+
+/// Borrowed view that fixes the member order of a line.
+#[derive(Serialize)]
+struct LineRef<'a> {
+    seq: u64,
+    ts: &'a str,
+    event: EventKind,
+    session: Option<&'a str>,
+    user: Option<&'a str>,
+    role: Option<&'a str>,
+    client: Option<&'a str>,
+    application: Option<&'a str>,
+    database: Option<&'a str>,
+    purpose: Option<&'a str>,
+    kind: Option<&'a str>,
+    decision: Option<&'a str>,
+    reason: Option<&'a str>,
+    query: Option<&'a str>,
+    fingerprint: Option<&'a str>,
+    tables: &'a [String],
+    columns: &'a Columns,
+    classes: &'a [String],
+    rows: Option<u64>,
+    duration_ms: Option<f64>,
+    sqlstate: Option<&'a str>,
+    details: Option<&'a serde_json::Value>,
+    prev_hash: &'a str,
+}
+
+/// The chain members of a line that passed [`check_line`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LineFields {
+    pub seq: u64,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Why a line is not a valid chain link on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LineError {
+    /// Not a JSON object with `seq`, `prev_hash` and a final `hash` member.
+    Malformed(String),
+    /// Well-formed, but `hash` does not match the line's bytes: the line was changed.
+    HashMismatch { seq: u64 },
+}
+
+#[derive(Deserialize)]
+struct ChainMembers {
+    seq: u64,
+    prev_hash: String,
+    hash: String,
+}
+
+/// Checks one line (without its newline): shape, JSON validity and its own hash.
+pub(crate) fn check_line(line: &[u8]) -> Result<LineFields, LineError> {
+    let malformed = |what: &str| Err(LineError::Malformed(what.to_string()));
+    if line.is_empty() {
+        return malformed("empty line");
+    }
+    if line.len() <= HASH_SUFFIX_LEN || !line.ends_with(b"\"}") {
+        return malformed("not an audit event line (no final \"hash\" member)");
+    }
+    let split = line.len() - HASH_SUFFIX_LEN;
+    if &line[split..split + 9] != b",\"hash\":\"" {
+        return malformed("\"hash\" is not the last member of the line");
+    }
+    let members: ChainMembers = match serde_json::from_slice(line) {
+        Ok(m) => m,
+        Err(e) => return Err(LineError::Malformed(format!("invalid JSON: {e}"))),
+    };
+    if !is_hash_hex(&members.hash) || !is_hash_hex(&members.prev_hash) {
+        return malformed("hash and prev_hash must be 64 lowercase hex digits");
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(&line[..split]);
+    hasher.update(b"}");
+    if hex::encode(hasher.finalize()) != members.hash {
+        return Err(LineError::HashMismatch { seq: members.seq });
+    }
+    Ok(LineFields {
+        seq: members.seq,
+        prev_hash: members.prev_hash,
+        hash: members.hash,
+    })
+}
+
+/// What the end of an existing log holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// No file, or an empty one.
+    Empty,
+    /// The last valid line, and how many complete lines after it are not valid.
+    Valid { tip: ChainTip, invalid_after: usize },
+    /// Content, but no valid audit line in the last [`MAX_TAIL_SCAN`] bytes: probably
+    /// not an audit log (a wrong path) or a destroyed one.
+    NoValidLine,
+}
+
+/// How far back from the end a restart looks for the last valid line.
+pub(crate) const MAX_TAIL_SCAN: u64 = 64 * 1024 * 1024;
+
+/// Finds the last valid line of `path` (complete, well-formed, hash matching), reading
+/// backwards from the end in growing windows.
+pub(crate) fn last_valid_line(path: &Path) -> io::Result<Tail> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Tail::Empty),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(Tail::Empty);
+    }
+    let mut window: u64 = 64 * 1024;
+    loop {
+        let start = len.saturating_sub(window.min(MAX_TAIL_SCAN));
+        file.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::with_capacity((len - start) as usize);
+        file.by_ref().take(len - start).read_to_end(&mut buf)?;
+        // Complete lines only: skip a first fragment unless the window starts the file,
+        // and ignore a torn last line without its newline.
+        let mut lines: Vec<&[u8]> = buf.split(|&b| b == b'\n').collect();
+        lines.pop();
+        if start > 0 && !lines.is_empty() {
+            lines.remove(0);
+        }
+        for (invalid_after, line) in lines.iter().rev().enumerate() {
+            if let Ok(f) = check_line(line) {
+                let tip = ChainTip {
+                    seq: f.seq,
+                    hash: f.hash,
+                };
+                return Ok(Tail::Valid { tip, invalid_after });
+            }
+        }
+        if start == 0 || window >= MAX_TAIL_SCAN {
+            return Ok(Tail::NoValidLine);
+        }
+        window = window.saturating_mul(4);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::config::DEFAULT_GENESIS;
+
+    fn event(query: &str) -> AuditEvent {
+        AuditEvent {
+            user: Some("support_app".into()),
+            query: Some(query.into()),
+            ..AuditEvent::default()
+        }
+    }
+
+    #[test]
+    fn lines_are_sealed_and_linked() {
+        let mut chain = Chain::new(DEFAULT_GENESIS, None, 1024);
+        let mut out = Vec::new();
+        chain.append(&event("SELECT 1"), &mut out);
+        chain.append(&event("SELECT $1"), &mut out);
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let first = check_line(lines[0].as_bytes()).expect("valid");
+        let second = check_line(lines[1].as_bytes()).expect("valid");
+        assert_eq!(first.seq, 1);
+        assert_eq!(first.prev_hash, DEFAULT_GENESIS);
+        assert_eq!(second.seq, 2);
+        assert_eq!(second.prev_hash, first.hash);
+        assert!(lines[0].starts_with("{\"seq\":1,\"ts\":\""));
+        assert!(lines[0].contains("\"query\":\"SELECT ?\""));
+        let v: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
+        let keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert!(keys.contains(&"details") && keys.contains(&"sqlstate"));
+        assert_eq!(chain.next_seq(), 3);
+    }
+
+    #[test]
+    fn hash_is_sha256_of_line_without_hash_member() {
+        let mut chain = Chain::new(DEFAULT_GENESIS, None, 1024);
+        let mut out = Vec::new();
+        chain.append(&event("SELECT $1"), &mut out);
+        let line = std::str::from_utf8(&out).expect("utf-8").trim_end();
+        let (head, _) = line.rsplit_once(",\"hash\":").expect("hash member");
+        let want = hex::encode(Sha256::digest(format!("{head}}}").as_bytes()));
+        assert!(line.ends_with(&format!("\"hash\":\"{want}\"}}")));
+    }
+
+    #[test]
+    fn long_queries_are_cut_at_a_char_boundary() {
+        let mut chain = Chain::new(DEFAULT_GENESIS, None, 8);
+        let mut out = Vec::new();
+        chain.append(&event("SELECT é, 'x' FROM t"), &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["query"], "SELECT …[truncated]");
+        chain.append(&event("SELECT 1"), &mut out);
+        assert!(String::from_utf8(out)
+            .expect("utf-8")
+            .contains("\"query\":\"SELECT ?\""));
+    }
+
+    #[test]
+    fn changed_line_is_detected() {
+        let mut chain = Chain::new(DEFAULT_GENESIS, None, 1024);
+        let mut out = Vec::new();
+        chain.append(&event("SELECT $1"), &mut out);
+        out.pop();
+        let tampered = String::from_utf8(out)
+            .expect("utf-8")
+            .replace("support_app", "support_apq");
+        assert_eq!(
+            check_line(tampered.as_bytes()),
+            Err(LineError::HashMismatch { seq: 1 })
+        );
+        assert!(matches!(
+            check_line(b"{\"seq\":1}"),
+            Err(LineError::Malformed(_))
+        ));
+        assert!(matches!(check_line(b""), Err(LineError::Malformed(_))));
+    }
+}
