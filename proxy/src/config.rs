@@ -378,6 +378,16 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        if self.auth.mode == AuthMode::Scram
+            && self.auth.scram.max_failures > 0
+            && self.auth.scram.failure_delay_ms >= self.limits.startup_timeout_ms
+        {
+            return Err(invalid(
+                "auth.failure_delay_ms",
+                "must be less than limits.startup_timeout_ms, or every delayed login times out"
+                    .into(),
+            ));
+        }
         if self.masking.hash_key_file.is_some() && self.masking.hash_key_env.is_some() {
             return Err(invalid(
                 "masking",
@@ -469,6 +479,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("scarm") && e.contains("line 4"), "{e}");
+        let e = parse(&format!(
+            "{base}mode = \"scram\"\nauth_file = \"u\"\nfailure_delay_ms = 60000\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("auth.failure_delay_ms"), "{e}");
         // Scram keys are only checked for typos in passthrough mode.
         parse(&format!(
             "{base}mode = \"passthrough\"\nfallback = \"deny\"\n"
