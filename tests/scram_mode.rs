@@ -459,6 +459,39 @@ async fn scram_plus_over_a_plain_connection_is_refused() {
 }
 
 #[tokio::test]
+async fn newer_protocol_is_negotiated_down_before_authentication() {
+    let proxy = scram_proxy("fallback = \"passthrough\"").await;
+    let hello = |user: &'static str| {
+        startup_packet(
+            0x0003_0002,
+            &[("user", user), ("database", DB), ("_pq_.test_option", "1")],
+        )
+    };
+    // pgveil answers first, then starts SCRAM.
+    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+    s.write_all(&hello(users::SCRAM)).await.expect("startup");
+    let v = read_msg(&mut s).await.expect("NegotiateProtocolVersion");
+    assert_eq!(v.tag, b'v');
+    assert_eq!(v.body, b"\0\0\0\0\0\0\0\x01_pq_.test_option\0");
+    let sasl = read_msg(&mut s).await.expect("AuthenticationSASL");
+    assert_eq!(
+        (sasl.tag, &sasl.body[..4]),
+        (b'R', &10i32.to_be_bytes()[..])
+    );
+    // A user relayed to PostgreSQL (trust) gets no second NegotiateProtocolVersion:
+    // PostgreSQL was asked for 3.0.
+    let mut s = TcpStream::connect(proxy.addr).await.expect("connect");
+    s.write_all(&hello(users::TRUST)).await.expect("startup");
+    let msgs = raw::read_until_ready(&mut s).await;
+    let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
+    assert_eq!(tags.iter().filter(|t| **t == b'v').count(), 1, "{tags:?}");
+    assert_eq!(tags[0], b'v');
+    assert_eq!(tags.last(), Some(&b'Z'), "{msgs:?}");
+    let answer = raw::simple(&mut s, "SELECT current_user").await;
+    assert_eq!(raw::first_value(&answer).as_deref(), Some(users::TRUST));
+}
+
+#[tokio::test]
 async fn repeated_failures_are_slowed_down_and_take_turns() {
     let proxy = scram_proxy("max_failures = 2\nfailure_delay_ms = 600").await;
     let wrong = dsn(&proxy, users::SCRAM, "wrong");

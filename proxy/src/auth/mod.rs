@@ -12,12 +12,14 @@
 //! - [`authenticator`]: the mode and shared scram state, built once at start.
 //! - [`scram_login`]: one login in scram mode, over [`client_leg`] (pgveil as SCRAM
 //!   server) and [`upstream_leg`] (login to PostgreSQL with the ClientKey), with
-//!   [`sasl`] framing the messages.
+//!   [`sasl`] framing the messages and [`negotiate`] settling the protocol version
+//!   before authentication.
 
 pub mod authenticator;
 pub mod client_leg;
 pub mod limiter;
 pub mod mock;
+pub mod negotiate;
 pub mod passthrough;
 pub mod sasl;
 pub mod scram;

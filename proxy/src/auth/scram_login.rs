@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::authenticator::ScramAuth;
 use super::client_leg::{self, Proven};
+use super::negotiate;
 use super::scram::{cert_end_point_hash, ScramError, UpstreamBinding};
 use super::upstream_leg;
 use super::verifier::AuthPlan;
@@ -39,10 +40,26 @@ pub async fn establish(
     peer: Option<SocketAddr>,
 ) -> Result<Login, SessionError> {
     let user = startup.user().unwrap_or_default();
+    // PostgreSQL would answer a newer protocol version only after our SASL exchange,
+    // where clients do not expect it: settle on 3.0 with the client now.
+    let downgrade = negotiate::downgrade(startup);
+    let upstream_startup = match &downgrade {
+        Some(d) => {
+            debug!(
+                requested = startup.version & 0xffff,
+                "declining protocol 3.x options; using 3.0"
+            );
+            if let Err(e) = write_flush(client, &d.to_client).await {
+                return Err(SessionError::ClientIo(e));
+            }
+            &d.upstream_startup
+        }
+        None => startup,
+    };
     let login = Attempt {
         ctx,
         scram,
-        startup,
+        startup: upstream_startup,
         user,
         peer,
     };
@@ -65,6 +82,7 @@ pub async fn establish(
 struct Attempt<'a> {
     ctx: &'a ProxyContext,
     scram: &'a ScramAuth,
+    /// The StartupMessage to send PostgreSQL (the client's, or its 3.0 version).
     startup: &'a StartupMessage,
     user: &'a str,
     peer: Option<SocketAddr>,
@@ -251,9 +269,7 @@ impl Attempt<'_> {
         }
         match refusal {
             Refusal::Server { message, .. } => {
-                use tokio::io::AsyncWriteExt;
-                let _ = client.write_all(&message).await;
-                let _ = client.flush().await;
+                let _ = write_flush(client, &message).await;
             }
             Refusal::Method(_) => {
                 let err = ProxyError::fatal(
@@ -290,4 +306,10 @@ fn client_binding(ctx: &ProxyContext, client: &ClientStream) -> Option<Vec<u8>> 
 /// The client address for logs (`unknown` when the listener could not tell).
 fn client_label(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+}
+
+async fn write_flush(client: &mut ClientStream, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    client.write_all(bytes).await?;
+    client.flush().await
 }
