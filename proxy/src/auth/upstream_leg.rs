@@ -118,6 +118,7 @@ where
                                 Ok(started) => started,
                                 Err(e) => return Ok(Err(Refusal::Scram(e))),
                             };
+                        tracing::debug!(mechanism, "logging in upstream with the client's key");
                         out.clear();
                         sasl::encode_initial_response(&mut out, mechanism, &first);
                         send(upstream, &out).await?;
