@@ -30,6 +30,9 @@ pub struct ProxyOptions {
     pub upstream_port: Option<u16>,
     /// Extra keys for `[upstream]`.
     pub upstream_extra: String,
+    /// Policy file text; when set the proxy enforces it (catalog read as `postgres`,
+    /// a fixed test hash key).
+    pub policy: Option<String>,
 }
 
 impl Default for ProxyOptions {
@@ -42,6 +45,7 @@ impl Default for ProxyOptions {
             limits: String::new(),
             upstream_port: None,
             upstream_extra: String::new(),
+            policy: None,
         }
     }
 }
@@ -52,8 +56,10 @@ pub struct ProxyHandle {
     pub ctx: Arc<ProxyContext>,
     /// Certificates of the client-facing TLS, when enabled.
     pub certs: Option<TestCerts>,
-    /// Directory holding this proxy's files (config, certs).
+    /// Directory holding this proxy's files (config, certs, policy.toml).
     pub dir: PathBuf,
+    /// Policy enforcement, when started with a policy.
+    pub enforcement: Option<Arc<pgveil::enforce::Enforcement>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -108,6 +114,11 @@ pub async fn connect_dsn(dsn: &str) -> tokio_postgres::Client {
 fn config_text(opts: &ProxyOptions, dir: &Path, certs: Option<&TestCerts>) -> String {
     let pg = postgres();
     let mut t = String::from("listen = \"127.0.0.1:0\"\n");
+    if let Some(policy) = &opts.policy {
+        std::fs::write(dir.join("policy.toml"), policy).expect("write policy.toml");
+        std::fs::write(dir.join("hash.key"), "pgveil-test-hash-key-0123456789").expect("write key");
+        t.push_str("policy = \"policy.toml\"\n");
+    }
     t.push_str("[upstream]\n");
     if opts.unix_socket {
         t.push_str(&format!("socket_dir = \"{}\"\n", pg.socket_dir.display()));
@@ -134,14 +145,21 @@ fn config_text(opts: &ProxyOptions, dir: &Path, certs: Option<&TestCerts>) -> St
     }
     t.push_str(&opts.limits);
     t.push('\n');
+    if opts.policy.is_some() {
+        t.push_str("[catalog]\nuser = \"postgres\"\n[masking]\nhash_key_file = \"hash.key\"\n");
+    }
     t.push_str(&opts.extra);
-    let _ = dir;
     t
 }
 
-/// Start a transparent (pass-through) proxy with these options.
+/// Start a proxy with these options: transparent, or enforcing `opts.policy`.
 pub async fn start_proxy(opts: ProxyOptions) -> ProxyHandle {
     start_proxy_with_hooks(opts, Arc::new(PassThrough)).await
+}
+
+/// The enforcement of a proxy started with a policy (for reload tests).
+pub fn enforcement(proxy: &ProxyHandle) -> Option<Arc<pgveil::enforce::Enforcement>> {
+    proxy.enforcement.clone()
 }
 
 /// Start a proxy with a custom hook factory (policy enforcement under test).
@@ -157,6 +175,12 @@ pub async fn start_proxy_with_hooks(
     let path = dir.join("pgveil.toml");
     std::fs::write(&path, &text).expect("write pgveil.toml");
     let cfg = Config::parse(&text, &path, &dir).unwrap_or_else(|e| panic!("config: {e}\n{text}"));
+    let (hooks, enforcement) = if cfg.policy.is_some() {
+        let a = pgveil::app::assemble(&cfg, true).unwrap_or_else(|e| panic!("policy: {e:#}"));
+        (a.hooks, a.enforcement)
+    } else {
+        (hooks, None)
+    };
     let server = Server::bind(&cfg, hooks).await.expect("bind proxy");
     let addr = server.local_addr();
     let ctx = server.context();
@@ -166,6 +190,7 @@ pub async fn start_proxy_with_hooks(
         ctx,
         certs,
         dir,
+        enforcement,
         task: Some(task),
     }
 }
