@@ -196,6 +196,23 @@ pub fn startup_warnings(cfg: &Config) -> Vec<String> {
                 .to_owned(),
         );
     }
+    let scram_keys = &cfg.auth.scram;
+    if cfg.auth.mode == AuthMode::Passthrough
+        && (scram_keys.lookup_user.is_some() || scram_keys.auth_file.is_some())
+    {
+        w.push(
+            "auth.lookup_user / auth.auth_file are set but auth.mode = \"passthrough\": they are \
+             ignored; set auth.mode = \"scram\" to use them."
+                .to_owned(),
+        );
+    }
+    if cfg.auth.mode == AuthMode::Scram && cfg.tls.is_none() {
+        w.push(
+            "auth.mode = \"scram\" without [tls]: clients connect in plaintext, so \
+             SCRAM-SHA-256-PLUS (channel binding) is not offered."
+                .to_owned(),
+        );
+    }
     w
 }
 
@@ -295,5 +312,40 @@ async fn handle_signals(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn warnings(text: &str) -> Vec<String> {
+        let cfg = Config::parse(text, Path::new("pgveil.toml"), Path::new("/etc/pgveil"))
+            .expect("valid config");
+        startup_warnings(&cfg)
+    }
+
+    #[test]
+    fn auth_warnings_follow_the_mode() {
+        let both_legs = "listen = \"127.0.0.1:6432\"\n[upstream]\ntls = \"require\"\n\
+                         [tls]\ncert = \"c\"\nkey = \"k\"\n";
+        let w = warnings(both_legs);
+        assert!(w.len() == 1 && w[0].contains("passthrough"), "{w:?}");
+        let scram = format!("{both_legs}[auth]\nmode = \"scram\"\nauth_file = \"u\"\n");
+        assert!(
+            warnings(&scram).is_empty(),
+            "scram mode has no relay problem"
+        );
+        let w = warnings(
+            "listen = \"127.0.0.1:6432\"\n[upstream]\ntls = \"disable\"\n\
+             [auth]\nmode = \"scram\"\nauth_file = \"u\"\n",
+        );
+        assert!(w.len() == 1 && w[0].contains("SCRAM-SHA-256-PLUS"), "{w:?}");
+        let w = warnings(
+            "listen = \"127.0.0.1:6432\"\n[upstream]\ntls = \"disable\"\n\
+             [auth]\nlookup_user = \"x\"\n",
+        );
+        assert!(w.len() == 1 && w[0].contains("ignored"), "{w:?}");
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::auth::scram_config::{ScramConfig, ScramConfigError};
+
 /// A configuration that cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -26,6 +28,12 @@ pub enum ConfigError {
         path: PathBuf,
         key: &'static str,
         message: String,
+    },
+    /// An `[auth]` setting; the message names the key (`auth.lookup_user`, ...).
+    #[error("{path}: {source}")]
+    Auth {
+        path: PathBuf,
+        source: ScramConfigError,
     },
 }
 
@@ -130,11 +138,16 @@ pub struct TlsConfig {
 }
 
 /// `[auth]`.
+///
+/// No `deny_unknown_fields` here: serde cannot combine it with `flatten`, so the scram
+/// keys collect unknown ones and [`ScramConfig::check_keys`] refuses them.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(default)]
     pub mode: AuthMode,
+    /// The keys of `mode = "scram"` (verifier source, fallback, throttling).
+    #[serde(flatten)]
+    pub scram: ScramConfig,
 }
 
 /// Who runs the authentication exchange.
@@ -293,6 +306,7 @@ impl Config {
             message: e.to_string(),
         })?;
         cfg.base_dir = base.to_owned();
+        cfg.auth.scram.resolve_paths(base);
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -350,6 +364,24 @@ impl Config {
                 "must be greater than 0".into(),
             ));
         }
+        let auth_checked = match self.auth.mode {
+            AuthMode::Scram => self.auth.scram.validate(),
+            AuthMode::Passthrough => self.auth.scram.check_keys(),
+        };
+        auth_checked.map_err(|source| ConfigError::Auth {
+            path: path.to_owned(),
+            source,
+        })?;
+        if self.auth.mode == AuthMode::Scram
+            && self.auth.scram.max_failures > 0
+            && self.auth.scram.failure_delay_ms >= self.limits.startup_timeout_ms
+        {
+            return Err(invalid(
+                "auth.failure_delay_ms",
+                "must be less than limits.startup_timeout_ms, or every delayed login times out"
+                    .into(),
+            ));
+        }
         if self.masking.hash_key_file.is_some() && self.masking.hash_key_env.is_some() {
             return Err(invalid(
                 "masking",
@@ -404,5 +436,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn auth_section() {
+        let base = "listen = \"127.0.0.1:6432\"\n[upstream]\n[auth]\n";
+        let c = parse(&format!(
+            "{base}mode = \"scram\"\nauth_file = \"users.txt\"\nfallback = \"passthrough\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.auth.mode, AuthMode::Scram);
+        assert_eq!(
+            c.auth.scram.auth_file.as_deref(),
+            Some(Path::new("/etc/pgveil/users.txt"))
+        );
+        let cases = [
+            ("mode = \"scram\"\n", "auth.lookup_user"),
+            (
+                "mode = \"scram\"\nauth_file = \"u\"\nmax_failure = 3\n",
+                "auth.max_failure",
+            ),
+            (
+                "mode = \"passthrough\"\nlookup_usr = \"x\"\n",
+                "auth.lookup_usr",
+            ),
+            (
+                "mode = \"scram\"\nlookup_user = \"x\"\nauth_query = \"SELECT 1\"\n",
+                "auth.auth_query",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = parse(&format!("{base}{text}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let e = parse(&format!("{base}mode = \"scarm\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scarm") && e.contains("line 4"), "{e}");
+        let e = parse(&format!(
+            "{base}mode = \"scram\"\nauth_file = \"u\"\nfailure_delay_ms = 60000\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("auth.failure_delay_ms"), "{e}");
+        // Scram keys are only checked for typos in passthrough mode.
+        parse(&format!(
+            "{base}mode = \"passthrough\"\nfallback = \"deny\"\n"
+        ))
+        .unwrap();
     }
 }

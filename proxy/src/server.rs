@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::audit::Auditor;
+use crate::auth::{AuthSetupError, Authenticator};
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, LimitsConfig};
 use crate::hook::HookFactory;
@@ -26,6 +27,8 @@ use crate::wire::messages::error::ProxyError;
 /// What every connection task shares.
 pub struct ProxyContext {
     pub upstream: Upstream,
+    /// How sessions authenticate (`[auth] mode`), with the scram state they share.
+    pub auth: Authenticator,
     pub cancels: CancelRegistry,
     pub hooks: Arc<dyn HookFactory>,
     pub limits: LimitsConfig,
@@ -49,6 +52,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("upstream: {0}")]
     Upstream(#[from] UpstreamError),
+    #[error("auth: {0}")]
+    Auth(#[from] AuthSetupError),
 }
 
 /// A bound, not yet running proxy.
@@ -78,6 +83,9 @@ impl Server {
             None => None,
         };
         let upstream = Upstream::new(&cfg.upstream, &cfg.base_dir)?;
+        let lookup_timeout = Duration::from_millis(cfg.upstream.connect_timeout_ms.max(1));
+        let auth = Authenticator::from_config(&cfg.auth, &upstream, lookup_timeout)?;
+        auth.check().await?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -86,6 +94,7 @@ impl Server {
             })?;
         let ctx = Arc::new(ProxyContext {
             upstream,
+            auth,
             cancels: CancelRegistry::default(),
             hooks,
             limits: cfg.limits.clone(),

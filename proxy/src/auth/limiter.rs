@@ -3,7 +3,9 @@
 
 use dashmap::DashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
 /// Most addresses tracked at once; beyond, expired entries are swept and, if the table
@@ -11,16 +13,19 @@ use tokio::time::Instant;
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
 /// Failure count of one address (or IPv6 /64) in its current window.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Entry {
     failures: u32,
     window_start: Instant,
+    /// Held by the attempt in progress once the address is throttled, so its attempts
+    /// run one at a time.
+    gate: Arc<Mutex<()>>,
 }
 
 /// Per-client-address failed-login throttle, shared by all sessions.
 ///
-/// Use: `sleep(limiter.delay_for(ip))` before authenticating, then
-/// `record_failure(ip)` or `record_success(ip)`. IPv6 addresses count per /64, since
+/// Use: hold `limiter.wait_turn(ip).await` while authenticating, then
+/// `record_failure(ip)` if it failed. IPv6 addresses count per /64, since
 /// one host usually owns a whole /64.
 #[derive(Debug)]
 pub struct FailedLoginLimiter {
@@ -79,6 +84,26 @@ impl FailedLoginLimiter {
         }
     }
 
+    /// Waits until a login attempt from `ip` may go on: at once for an address in good
+    /// standing; for a throttled one, until the earlier attempts from it are done (they
+    /// run one at a time), then [`FailedLoginLimiter::delay_for`]. Keep the returned
+    /// guard until the attempt's outcome is recorded, so that opening many connections
+    /// in parallel does not multiply the guessing rate.
+    pub async fn wait_turn(&self, ip: IpAddr) -> Option<OwnedMutexGuard<()>> {
+        let delay = self.delay_for(ip);
+        if delay.is_zero() {
+            return None;
+        }
+        // Clone the gate out before waiting: no map lock is held across an await.
+        let gate = self.entries.get(&key_of(ip)).map(|e| Arc::clone(&e.gate));
+        let guard = match gate {
+            Some(gate) => Some(gate.lock_owned().await),
+            None => None,
+        };
+        tokio::time::sleep(delay).await;
+        guard
+    }
+
     /// Counts a failed login from `ip`.
     pub fn record_failure(&self, ip: IpAddr) {
         if self.max_failures == 0 {
@@ -92,15 +117,14 @@ impl FailedLoginLimiter {
                 return;
             }
         }
-        let mut entry = self.entries.entry(key).or_insert(Entry {
+        let mut entry = self.entries.entry(key).or_insert_with(|| Entry {
             failures: 0,
             window_start: now,
+            gate: Arc::new(Mutex::new(())),
         });
         if self.expired(&entry, now) {
-            *entry = Entry {
-                failures: 0,
-                window_start: now,
-            };
+            entry.failures = 0;
+            entry.window_start = now;
         }
         entry.failures = entry.failures.saturating_add(1);
     }
@@ -173,6 +197,39 @@ mod tests {
         assert_eq!(l.delay_for(a), Duration::ZERO, "window over");
         l.record_failure(a);
         assert_eq!(l.delay_for(a), Duration::ZERO, "new window starts at one");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttled_attempts_take_turns() {
+        let l = Arc::new(limiter());
+        let a = ip("10.0.0.1");
+        assert!(l.wait_turn(a).await.is_none(), "not throttled");
+        for _ in 0..3 {
+            l.record_failure(a);
+        }
+        let started = Instant::now();
+        let first = l
+            .wait_turn(a)
+            .await
+            .expect("throttled attempts hold the gate");
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        let second = {
+            let l = Arc::clone(&l);
+            tokio::spawn(async move { l.wait_turn(a).await.map(|_| Instant::now()) })
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let released = Instant::now();
+        drop(first);
+        let second_at = second.await.expect("task").expect("gate");
+        assert_eq!(
+            second_at.duration_since(released),
+            Duration::from_millis(500),
+            "the second attempt waits for the first, then for its own delay"
+        );
+        assert!(
+            l.wait_turn(ip("10.0.0.2")).await.is_none(),
+            "other addresses go on"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,13 +9,26 @@
 //! - [`verifier`]: where verifiers come from (`auth_query`, `auth_file`), TTL cache.
 //! - [`limiter`]: per-client-address failed-login throttle.
 //! - [`scram_config`]: the `[auth]` keys of `mode = "scram"`.
+//! - [`authenticator`]: the mode and shared scram state, built once at start.
+//! - [`scram_login`]: one login in scram mode, over [`client_leg`] (pgveil as SCRAM
+//!   server) and [`upstream_leg`] (login to PostgreSQL with the ClientKey), with
+//!   [`sasl`] framing the messages and [`negotiate`] settling the protocol version
+//!   before authentication.
 
+pub mod authenticator;
+pub mod client_leg;
 pub mod limiter;
 pub mod mock;
+pub mod negotiate;
 pub mod passthrough;
+pub mod sasl;
 pub mod scram;
 pub mod scram_config;
+pub mod scram_login;
+pub mod upstream_leg;
 pub mod verifier;
+
+pub use authenticator::{AuthSetupError, Authenticator};
 
 use std::net::SocketAddr;
 
@@ -43,14 +56,32 @@ pub enum Login {
     Failed,
 }
 
-/// Connect upstream and authenticate the client as the configured `[auth] mode` says.
+/// Authenticate the client and log in upstream as the configured `[auth] mode` says:
+/// `passthrough` relays PostgreSQL's exchange, `scram` runs it at pgveil.
 pub async fn establish(
     ctx: &ProxyContext,
     client: &mut ClientStream,
     client_buf: &mut BytesMut,
     startup: &StartupMessage,
-    _peer: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
 ) -> Result<Login, SessionError> {
+    match ctx.auth.scram() {
+        Some(scram) => scram_login::establish(ctx, scram, client, client_buf, startup, peer).await,
+        None => Ok(relay_login(ctx, client, client_buf, startup).await?.0),
+    }
+}
+
+/// Connect upstream and relay PostgreSQL's own authentication exchange (passthrough
+/// mode, and users that scram mode hands over with `fallback = "passthrough"`).
+///
+/// Besides the login, returns the SQLSTATE with which PostgreSQL refused the client,
+/// if it did (for the failed-login count).
+pub async fn relay_login(
+    ctx: &ProxyContext,
+    client: &mut ClientStream,
+    client_buf: &mut BytesMut,
+    startup: &StartupMessage,
+) -> Result<(Login, Option<String>), SessionError> {
     let user = startup.user().unwrap_or_default();
     let mut upstream = match ctx.upstream.connect().await {
         Ok(u) => u,
@@ -83,13 +114,16 @@ pub async fn establish(
     )
     .await;
     match relayed {
-        Ok(Ok(passthrough::AuthOutcome::Ok)) => Ok(Login::Established {
-            upstream,
-            upstream_buf,
-        }),
+        Ok(Ok(passthrough::AuthOutcome::Ok)) => Ok((
+            Login::Established {
+                upstream,
+                upstream_buf,
+            },
+            None,
+        )),
         Ok(Ok(passthrough::AuthOutcome::Failed { sqlstate })) => {
             info!(user = %user, sqlstate = ?sqlstate, "authentication failed");
-            Ok(Login::Failed)
+            Ok((Login::Failed, sqlstate))
         }
         Ok(Err(e)) => Err(e),
         Err(_) => {
@@ -98,7 +132,7 @@ pub async fn establish(
                 &ProxyError::fatal("08006", "authentication timed out"),
             )
             .await;
-            Ok(Login::Failed)
+            Ok((Login::Failed, None))
         }
     }
 }

@@ -171,6 +171,11 @@ pub struct VerifierSource {
 struct Cached {
     lookup: Lookup,
     at: Instant,
+    /// A failed login asked for a re-read: the next lookup reads the source again.
+    suspect: bool,
+    /// Read because of a failed login: further failures do not ask for another read
+    /// until the TTL runs out, so repeated guesses cost the lookup database nothing.
+    rechecked: bool,
 }
 
 enum Backend {
@@ -253,8 +258,11 @@ impl VerifierSource {
     /// The verifier of `user`, from the cache when fresh.
     pub async fn lookup(&self, user: &str) -> Result<Lookup, VerifierError> {
         let now = Instant::now();
+        let mut rechecking = false;
         if let Some(hit) = self.cache.get(user) {
-            if now.duration_since(hit.at) < self.ttl {
+            if hit.suspect {
+                rechecking = true;
+            } else if now.duration_since(hit.at) < self.ttl {
                 return Ok(hit.lookup.clone());
             }
         }
@@ -265,14 +273,39 @@ impl VerifierSource {
             }
             Backend::Query(q) => Lookup::classify(q.fetch(user).await?.as_deref()),
         };
-        self.remember(user, &lookup, now);
+        self.remember(user, &lookup, now, rechecking);
         Ok(lookup)
     }
 
-    /// Forgets what is cached for `user` after a failed login or a stale verifier, so
-    /// the next attempt reads the current verifier.
+    /// Records a failed login of `user` checked against a cached lookup. The first
+    /// failure marks the entry for a re-read on the next lookup (the password may have
+    /// changed, or the user may be new); an entry that was itself read after a failure
+    /// stays until its TTL runs out, so a stream of wrong passwords does not become a
+    /// stream of lookups. Returns whether a re-read is now due.
+    pub fn failed_login(&self, user: &str) -> bool {
+        let marked = match self.cache.get_mut(user) {
+            Some(mut hit) if !hit.rechecked => {
+                hit.suspect = true;
+                true
+            }
+            _ => false,
+        };
+        if marked {
+            self.mark_file_stale();
+        }
+        marked
+    }
+
+    /// Forgets what is cached for `user` (a stale verifier, or PostgreSQL refused the
+    /// recovered key), so the next attempt reads the current verifier whatever happened
+    /// before; unlike [`VerifierSource::failed_login`], not limited to once per TTL.
     pub fn invalidate(&self, user: &str) {
         self.cache.remove(user);
+        self.mark_file_stale();
+    }
+
+    /// Makes the next file lookup re-read the auth_file.
+    fn mark_file_stale(&self) {
         if let Backend::File { snapshot, .. } = &self.backend {
             if let Ok(mut snap) = snapshot.try_lock() {
                 if let Some(s) = snap.as_mut() {
@@ -282,7 +315,7 @@ impl VerifierSource {
         }
     }
 
-    fn remember(&self, user: &str, lookup: &Lookup, now: Instant) {
+    fn remember(&self, user: &str, lookup: &Lookup, now: Instant, rechecked: bool) {
         if self.ttl.is_zero() {
             return;
         }
@@ -298,6 +331,8 @@ impl VerifierSource {
             Cached {
                 lookup: lookup.clone(),
                 at: now,
+                suspect: false,
+                rechecked,
             },
         );
     }
@@ -588,6 +623,51 @@ mod tests {
         assert_eq!(source.lookup("alice").await.ok(), Some(Lookup::Missing));
         source.invalidate("bob");
         assert_eq!(source.lookup("bob").await.ok(), Some(Lookup::Md5));
+    }
+
+    #[tokio::test]
+    async fn failed_login_rereads_once_per_ttl() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("users.txt");
+        std::fs::write(&path, "\"alice\" \"md5old\"\n").expect("write");
+        let source = VerifierSource::from_file(&path, Duration::from_secs(3600));
+        assert_eq!(source.lookup("alice").await.ok(), Some(Lookup::Md5));
+        assert!(
+            !source.failed_login("nobody"),
+            "nothing cached, nothing to re-read"
+        );
+
+        std::fs::write(&path, format!("\"alice\" \"{SCRAM}\"\n")).expect("rewrite");
+        assert_eq!(
+            source.lookup("alice").await.ok(),
+            Some(Lookup::Md5),
+            "cached"
+        );
+        assert!(
+            source.failed_login("alice"),
+            "first failure asks for a re-read"
+        );
+        assert!(
+            matches!(source.lookup("alice").await, Ok(Lookup::Scram(_))),
+            "re-read after the failure"
+        );
+
+        std::fs::write(&path, "\"alice\" \"md5new\"\n").expect("rewrite again");
+        assert!(
+            !source.failed_login("alice"),
+            "an entry read after a failure is not re-read again"
+        );
+        assert!(matches!(source.lookup("alice").await, Ok(Lookup::Scram(_))));
+        source.invalidate("alice");
+        assert_eq!(
+            source.lookup("alice").await.ok(),
+            Some(Lookup::Md5),
+            "forced"
+        );
+        assert!(
+            source.failed_login("alice"),
+            "a normal read can be re-read again"
+        );
     }
 
     #[tokio::test]
