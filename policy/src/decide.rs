@@ -312,8 +312,8 @@ pub fn decide(
             stmt_denial = gate(role, purpose.as_deref(), kind, &analysis, ddl_before);
         }
         let piece = if use_pieces { pieces[i] } else { sql };
-        let has_edits = !analysis.edits.is_empty();
-        let decision = match (&stmt_denial, has_edits && restricted) {
+        let masks = analysis.masks;
+        let decision = match (&stmt_denial, masks && restricted) {
             (Some(_), _) => Decision::Deny,
             (None, true) => Decision::Rewrite,
             (None, false) => Decision::Allow,
@@ -392,7 +392,9 @@ fn gate(
             });
         }
     }
-    if kind != StatementKind::Session
+    // PREPARE/DECLARE wrap reads: they need the purpose too (EXECUTE/FETCH do not).
+    let touches_data = kind != StatementKind::Session || !analysis.required.is_empty();
+    if touches_data
         && !role.purposes.is_empty()
         && !purpose.is_some_and(|p| role.purposes.iter().any(|r| r == p))
     {
@@ -407,7 +409,7 @@ fn gate(
             reason: DenyReason::Purpose,
         });
     }
-    if ddl_before && kind != StatementKind::Session {
+    if ddl_before && touches_data {
         return Some(denial(
             DenyReason::Ddl,
             "42501",

@@ -82,9 +82,19 @@ fn rewritten(o: &Outcome, user: &str) -> String {
     }
 }
 
+/// Allowed: forwarded as written, or with names only pinned to their schemas.
 #[track_caller]
 fn allowed(o: &Outcome) {
-    assert_eq!(o.verdict, Verdict::Allow, "{:?}", o.verdict);
+    match &o.verdict {
+        Verdict::Allow => {}
+        Verdict::Rewrite(t) => assert!(!t.contains(DERIVED_MARK), "{t}"),
+        Verdict::Deny(d) => panic!("expected allow, got {d:?}"),
+    }
+    assert!(
+        o.statements.iter().all(|s| s.decision == Decision::Allow),
+        "{:?}",
+        o.statements
+    );
 }
 
 /// Relations (schema, name) that the role must never read directly.
@@ -423,6 +433,33 @@ fn names_resolve_by_search_path_case_and_temp_schema() {
 }
 
 #[test]
+fn ambiguous_names_are_pinned_to_their_schema() {
+    let mut e = env();
+    e.catalog.add(crate::catalog::Relation {
+        schema: "pg_temp_3".into(),
+        name: "customers".into(),
+        kind: crate::catalog::RelationKind::Table,
+        columns: vec![crate::catalog::Column {
+            name: "id".into(),
+            type_name: "bigint".into(),
+        }],
+        depends_on: vec![],
+    });
+    // The temp table shadows public.customers; the text now says which one is meant.
+    let o = e.run("bi", None, "SELECT * FROM customers c");
+    assert_eq!(
+        o.verdict,
+        Verdict::Rewrite("SELECT * FROM pg_temp.\"customers\" c".into())
+    );
+    let path = vec!["audit".to_string(), "public".to_string()];
+    e.path = path;
+    let o = e.run("ops", None, "UPDATE customers SET note = 'x' WHERE id = 1");
+    denied(&o, DenyReason::Table);
+    // Untagged names stay as written.
+    allowed(&e.run("bi", None, "SELECT * FROM products"));
+}
+
+#[test]
 fn system_catalogs() {
     allowed(&bi("SELECT relname FROM pg_class"));
     allowed(&bi("SELECT * FROM pg_catalog.pg_namespace"));
@@ -519,7 +556,7 @@ fn dml_predicates_on_protected_columns_are_refused() {
         "ops",
     );
     assert!(
-        t.starts_with("UPDATE orders o SET status = 'x' FROM (SELECT"),
+        t.starts_with("UPDATE \"public\".\"orders\" o SET status = 'x' FROM (SELECT"),
         "{t}"
     );
 }
