@@ -560,9 +560,11 @@ impl<'a> Walker<'a> {
                 self.out.effects.push(SessionEffect::CatalogChanged);
                 self.creation_target(&cv.name, cv.temporary);
                 self.require(K::Select);
-                let edits_before = self.out.edits.len();
+                let masked_before = std::mem::take(&mut self.out.masks);
                 self.walk_query(&cv.query);
-                if self.out.edits.len() > edits_before {
+                let masks_inside = self.out.masks;
+                self.out.masks |= masked_before;
+                if masks_inside {
                     self.deny(
                         DenyReason::Ddl,
                         "42501",
@@ -1402,11 +1404,7 @@ impl<'a> Walker<'a> {
         if tagged || self.cx.role.unclassified != Visibility::Raw {
             return;
         }
-        let leaks = rel.depends_on.iter().any(|d| {
-            let (v, _) = self.visibility(&d.schema, &d.table, &d.column);
-            v != ColVis::Raw
-        });
-        if leaks {
+        if self.view_reads_protected(rel) {
             self.deny(
                 DenyReason::View,
                 "42501",
@@ -1416,6 +1414,30 @@ impl<'a> Walker<'a> {
                 ),
             );
         }
+    }
+
+    /// Does the view read (directly or through other views) a column the role may not
+    /// see raw? Unknown depth is treated as a leak.
+    fn view_reads_protected(&self, rel: &Relation) -> bool {
+        let mut stack: Vec<(&Relation, usize)> = vec![(rel, 0)];
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        while let Some((view, depth)) = stack.pop() {
+            if depth > 32 {
+                return true;
+            }
+            for d in &view.depends_on {
+                let (v, _) = self.visibility(&d.schema, &d.table, &d.column);
+                if v != ColVis::Raw {
+                    return true;
+                }
+                if let Some(inner) = self.cx.catalog.relation(&d.schema, &d.table) {
+                    if inner.is_view() && seen.insert((d.schema.clone(), d.table.clone())) {
+                        stack.push((inner, depth + 1));
+                    }
+                }
+            }
+        }
+        false
     }
 
     /// DDL/maintenance targets: a relation the role must be allowed to touch.

@@ -94,6 +94,26 @@ pub fn sample_catalog() -> StaticCatalog {
         column: "phone".into(),
     }];
     cat.add(tv);
+    let mut vv = rel(
+        "public",
+        "names_again",
+        RelationKind::View,
+        &[("id", "bigint"), ("name", "text")],
+    );
+    vv.depends_on = ["id", "name"]
+        .iter()
+        .map(|c| ColumnRef {
+            schema: "public".into(),
+            table: "customer_names".into(),
+            column: (*c).into(),
+        })
+        .collect();
+    vv.depends_on.push(ColumnRef {
+        schema: "public".into(),
+        table: "customer_names".into(),
+        column: "phone".into(),
+    });
+    cat.add(vv);
     cat.add(rel(
         "audit",
         "customers",

@@ -479,6 +479,9 @@ fn system_catalogs() {
 #[test]
 fn views_over_protected_columns() {
     denied(&bi("SELECT * FROM customer_names"), DenyReason::View);
+    // Through another (untagged) view: still a read of customers.phone.
+    denied(&bi("SELECT * FROM names_again"), DenyReason::View);
+    allowed(&bi("CREATE VIEW v AS SELECT * FROM products"));
     let t = rewritten(&bi("SELECT * FROM customer_contacts"), "bi");
     assert!(t.contains("\"customer_contacts\""));
 }
