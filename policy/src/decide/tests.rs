@@ -1032,3 +1032,36 @@ fn long_operator_chains_are_refused_not_overflowing() {
     );
     rewritten(&bi(&sql), "bi");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+    /// Arbitrary text (including SQL-ish fragments) never panics `decide` or `redact`.
+    #[test]
+    fn arbitrary_text_never_panics(
+        parts in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::prelude::any::<String>(),
+                proptest::prelude::Just("SELECT ".to_string()),
+                proptest::prelude::Just(" FROM customers c".to_string()),
+                proptest::prelude::Just("'".to_string()),
+                proptest::prelude::Just("\"".to_string()),
+                proptest::prelude::Just("$$".to_string()),
+                proptest::prelude::Just("/*".to_string()),
+                proptest::prelude::Just("--".to_string()),
+                proptest::prelude::Just("(".to_string()),
+                proptest::prelude::Just(";".to_string()),
+                proptest::prelude::Just("中文".to_string()),
+            ],
+            0..12,
+        ),
+        who in 0usize..3,
+    ) {
+        let sql: String = parts.concat();
+        let user = ["bi", "postgres", "support_app"][who];
+        let o = env().run(user, CS, &sql);
+        if let Verdict::Rewrite(t) = &o.verdict {
+            check_forwarded(t, user);
+        }
+        let _ = crate::redact::redact(&sql);
+    }
+}
