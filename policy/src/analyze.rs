@@ -2514,6 +2514,7 @@ impl<'a> Walker<'a> {
                     }
                 }
                 if !rel.protected {
+                    self.qualify(table_name, &rel);
                     return;
                 }
                 let Some((start, name_end)) = self.span_of_name(table_name) else {
