@@ -46,13 +46,12 @@ pub(crate) fn fold(id: &Ident) -> String {
     s
 }
 
-/// The effective search path of a session, split for relations and functions.
+/// The effective search path of a session for relation names (functions are checked
+/// against every schema, whatever the path).
 #[derive(Debug, Clone)]
 pub(crate) struct SearchPath {
     /// Schemas searched for unqualified relation names, in order.
     pub relations: Vec<String>,
-    /// Schemas searched for unqualified function names, in order.
-    pub functions: Vec<String>,
     /// Where an unqualified CREATE puts the new relation.
     pub creation: Option<String>,
     /// The session's temp schema (what `pg_temp` means).
@@ -87,7 +86,6 @@ impl SearchPath {
         }
         let has = |s: &str| explicit.iter().any(|e| e == s);
         let mut relations = Vec::new();
-        let mut functions = Vec::new();
         if let Some(t) = temp {
             if !has("pg_temp") && !explicit.iter().any(|e| e == t) {
                 relations.push(t.to_string());
@@ -95,7 +93,6 @@ impl SearchPath {
         }
         if !has("pg_catalog") {
             relations.push("pg_catalog".to_string());
-            functions.push("pg_catalog".to_string());
         }
         let mut creation = None;
         for e in &explicit {
@@ -122,12 +119,10 @@ impl SearchPath {
             if creation.is_none() && schema != "pg_catalog" && catalog.schema_exists(&schema) {
                 creation = Some(schema.clone());
             }
-            relations.push(schema.clone());
-            functions.push(schema);
+            relations.push(schema);
         }
         SearchPath {
             relations,
-            functions,
             creation,
             temp: temp.map(str::to_string),
         }
@@ -191,6 +186,8 @@ pub(crate) struct Analysis {
     pub functions: BTreeSet<String>,
     pub effects: Vec<SessionEffect>,
     pub edits: Vec<Edit>,
+    /// Some edit masks data (the others only pin names to schemas).
+    pub masks: bool,
     pub denial: Option<Denial>,
     /// A rewrite embeds the hash key: nothing may echo this statement's text.
     pub uses_key: bool,
@@ -563,9 +560,11 @@ impl<'a> Walker<'a> {
                 self.out.effects.push(SessionEffect::CatalogChanged);
                 self.creation_target(&cv.name, cv.temporary);
                 self.require(K::Select);
-                let edits_before = self.out.edits.len();
+                let masked_before = std::mem::take(&mut self.out.masks);
                 self.walk_query(&cv.query);
-                if self.out.edits.len() > edits_before {
+                let masks_inside = self.out.masks;
+                self.out.masks |= masked_before;
+                if masks_inside {
                     self.deny(
                         DenyReason::Ddl,
                         "42501",
@@ -1123,6 +1122,8 @@ impl<'a> Walker<'a> {
                                 );
                             }
                             self.replace_relation(name, &rel, alias.is_none());
+                        } else {
+                            self.qualify(name, &rel);
                         }
                         self.push_item(FromItem {
                             alias: alias_name,
@@ -1403,11 +1404,7 @@ impl<'a> Walker<'a> {
         if tagged || self.cx.role.unclassified != Visibility::Raw {
             return;
         }
-        let leaks = rel.depends_on.iter().any(|d| {
-            let (v, _) = self.visibility(&d.schema, &d.table, &d.column);
-            v != ColVis::Raw
-        });
-        if leaks {
+        if self.view_reads_protected(rel) {
             self.deny(
                 DenyReason::View,
                 "42501",
@@ -1417,6 +1414,30 @@ impl<'a> Walker<'a> {
                 ),
             );
         }
+    }
+
+    /// Does the view read (directly or through other views) a column the role may not
+    /// see raw? Unknown depth is treated as a leak.
+    fn view_reads_protected(&self, rel: &Relation) -> bool {
+        let mut stack: Vec<(&Relation, usize)> = vec![(rel, 0)];
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        while let Some((view, depth)) = stack.pop() {
+            if depth > 32 {
+                return true;
+            }
+            for d in &view.depends_on {
+                let (v, _) = self.visibility(&d.schema, &d.table, &d.column);
+                if v != ColVis::Raw {
+                    return true;
+                }
+                if let Some(inner) = self.cx.catalog.relation(&d.schema, &d.table) {
+                    if inner.is_view() && seen.insert((d.schema.clone(), d.table.clone())) {
+                        stack.push((inner, depth + 1));
+                    }
+                }
+            }
+        }
+        false
     }
 
     /// DDL/maintenance targets: a relation the role must be allowed to touch.
@@ -1543,6 +1564,44 @@ impl<'a> Walker<'a> {
         (opener_ok(first, text) && opener_ok(last, last_text)).then_some((start, end))
     }
 
+    fn push_mask_edit(&mut self, edit: Edit) {
+        self.out.masks = true;
+        self.out.edits.push(edit);
+    }
+
+    /// An unqualified name that some column tag could apply to is pinned to the schema
+    /// it resolved to, so a search_path the proxy does not know about (SET inside a
+    /// rolled-back transaction, startup options, ALTER ROLE … SET) cannot make the server
+    /// read a different, protected relation than the one analysed.
+    fn qualify(&mut self, name: &ObjectName, rel: &RelInfo) {
+        if name.0.len() != 1 || rel.system {
+            return;
+        }
+        let tagged = self
+            .cx
+            .policy
+            .columns
+            .iter()
+            .any(|t| t.table.matches(&rel.name));
+        if !tagged {
+            return;
+        }
+        let Some((start, end)) = self.span_of_name(name) else {
+            self.unsupported("could not locate a relation name in the text");
+            return;
+        };
+        let schema = if self.cx.path.temp.as_deref() == Some(rel.schema.as_str()) {
+            "pg_temp".to_string()
+        } else {
+            quote_ident(&rel.schema)
+        };
+        self.out.edits.push(Edit {
+            start,
+            end,
+            text: format!("{schema}.{}", quote_ident(&rel.name)),
+        });
+    }
+
     fn replace_relation(&mut self, name: &ObjectName, rel: &RelInfo, add_alias: bool) {
         let Some((start, end)) = self.span_of_name(name) else {
             self.unsupported("could not locate a relation name in the text");
@@ -1560,7 +1619,7 @@ impl<'a> Walker<'a> {
         {
             self.out.uses_key = true;
         }
-        self.out.edits.push(Edit {
+        self.push_mask_edit(Edit {
             start,
             end,
             text: sql,
@@ -1723,7 +1782,7 @@ impl<'a> Walker<'a> {
             self.cx.lines.offset(quals[0].span.start),
             self.cx.lines.offset(quals[quals.len() - 1].span.start),
         ) {
-            (Some(s), Some(e)) if s < e => self.out.edits.push(Edit {
+            (Some(s), Some(e)) if s < e => self.push_mask_edit(Edit {
                 start: s,
                 end: e,
                 text: String::new(),
@@ -1832,10 +1891,9 @@ impl<'a> Walker<'a> {
             // A qualified non-system name is a user function even if the catalog does
             // not list it (fail closed).
             Some(s) => vec![s.clone()],
-            None => user_schemas
-                .into_iter()
-                .filter(|s| self.cx.path.functions.contains(s))
-                .collect(),
+            // Any schema, not only those on the path as analysed: the server's path may
+            // differ (fail closed).
+            None => user_schemas,
         };
         for s in candidates {
             let full = format!("{s}.{fname}");
@@ -1867,6 +1925,7 @@ impl<'a> Walker<'a> {
                         format!("permission denied for relation \"{}\"", rel.qualified()),
                     );
                 }
+                self.qualify(tf_name, &rel);
                 let item = FromItem {
                     alias: alias.map(fold).unwrap_or_else(|| rel.name.clone()),
                     rel: Some(rel),
@@ -2251,7 +2310,7 @@ impl<'a> Walker<'a> {
                             list.push_str(".*");
                         }
                         self.note_key(&rel);
-                        self.out.edits.push(Edit {
+                        self.push_mask_edit(Edit {
                             start: s,
                             end: e,
                             text: list,
@@ -2284,7 +2343,7 @@ impl<'a> Walker<'a> {
                                 let list =
                                     rewrite::returning_list(&rel, &target.alias, self.cx.key);
                                 self.note_key(&rel);
-                                self.out.edits.push(Edit {
+                                self.push_mask_edit(Edit {
                                     start: s,
                                     end: e,
                                     text: list,
@@ -2399,7 +2458,7 @@ impl<'a> Walker<'a> {
                 text.push_str(&quote_ident(&c.name));
             }
             self.note_key(rel);
-            self.out.edits.push(Edit {
+            self.push_mask_edit(Edit {
                 start: s,
                 end: en,
                 text,
@@ -2455,6 +2514,7 @@ impl<'a> Walker<'a> {
                     }
                 }
                 if !rel.protected {
+                    self.qualify(table_name, &rel);
                     return;
                 }
                 let Some((start, name_end)) = self.span_of_name(table_name) else {
@@ -2488,7 +2548,7 @@ impl<'a> Walker<'a> {
                     quote_ident(&rel.name)
                 );
                 self.note_key(&rel);
-                self.out.edits.push(Edit {
+                self.push_mask_edit(Edit {
                     start,
                     end,
                     text: sql,

@@ -96,8 +96,11 @@ pub struct StaticCatalog {
     functions: BTreeMap<String, BTreeSet<String>>,
     #[serde(default)]
     version: u64,
+    /// schema → name → position in `relations` (lookups by `&str`, no allocation).
     #[serde(skip)]
-    index: BTreeMap<(String, String), usize>,
+    index: BTreeMap<String, BTreeMap<String, usize>>,
+    #[serde(skip)]
+    relation_schemas: BTreeSet<String>,
 }
 
 impl StaticCatalog {
@@ -120,11 +123,19 @@ impl StaticCatalog {
 
     /// Adds (or replaces) a relation.
     pub fn add(&mut self, relation: Relation) {
-        let key = (relation.schema.clone(), relation.name.clone());
-        match self.index.get(&key) {
-            Some(&i) => self.relations[i] = relation,
+        let existing = self
+            .index
+            .get(&relation.schema)
+            .and_then(|m| m.get(&relation.name))
+            .copied();
+        match existing {
+            Some(i) => self.relations[i] = relation,
             None => {
-                self.index.insert(key, self.relations.len());
+                self.relation_schemas.insert(relation.schema.clone());
+                self.index
+                    .entry(relation.schema.clone())
+                    .or_default()
+                    .insert(relation.name.clone(), self.relations.len());
                 self.relations.push(relation);
             }
         }
@@ -152,26 +163,29 @@ impl StaticCatalog {
     }
 
     fn reindex(&mut self) {
-        self.index = self
-            .relations
-            .iter()
-            .enumerate()
-            .map(|(i, r)| ((r.schema.clone(), r.name.clone()), i))
-            .collect();
+        self.index = BTreeMap::new();
+        for (i, r) in self.relations.iter().enumerate() {
+            self.index
+                .entry(r.schema.clone())
+                .or_default()
+                .insert(r.name.clone(), i);
+        }
+        self.relation_schemas = self.relations.iter().map(|r| r.schema.clone()).collect();
     }
 }
 
 impl Catalog for StaticCatalog {
     fn relation(&self, schema: &str, name: &str) -> Option<&Relation> {
         self.index
-            .get(&(schema.to_string(), name.to_string()))
+            .get(schema)
+            .and_then(|m| m.get(name))
             .and_then(|&i| self.relations.get(i))
     }
 
     fn schema_exists(&self, schema: &str) -> bool {
         self.schemas.contains(schema)
             || matches!(schema, "pg_catalog" | "information_schema")
-            || self.relations.iter().any(|r| r.schema == schema)
+            || self.relation_schemas.contains(schema)
             || self.functions.values().any(|s| s.contains(schema))
     }
 

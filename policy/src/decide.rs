@@ -259,16 +259,17 @@ pub fn decide(
         Ok(t) => t,
         Err(e) => return refuse_or_pass(e.to_string()),
     };
+    let lines = LineIndex::new(sql);
     if restricted {
         let scan = lexical::scan(sql);
-        if let Err(why) = lexical::check_against(sql, &scan, &tokens) {
+        if let Err(why) = lexical::check_against(&lines, &scan, &tokens) {
             return refuse_or_pass(why);
         }
     }
     if longest_segment(&tokens) > MAX_SEGMENT_TOKENS {
         return refuse_or_pass("expression too long to analyse".into());
     }
-    let pieces = split_statements(sql, &tokens);
+    let pieces = redact::redact_statements(tokens.iter().map(|t| &t.token));
     let parsed = Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(tokens)
@@ -284,7 +285,6 @@ pub fn decide(
         };
     }
 
-    let lines = LineIndex::new(sql);
     let mut search_path: Vec<String> = session.search_path.to_vec();
     let mut purpose: Option<String> = session.purpose.map(str::to_string);
     let mut ddl_before = false;
@@ -311,9 +311,13 @@ pub fn decide(
         if restricted {
             stmt_denial = gate(role, purpose.as_deref(), kind, &analysis, ddl_before);
         }
-        let piece = if use_pieces { pieces[i] } else { sql };
-        let has_edits = !analysis.edits.is_empty();
-        let decision = match (&stmt_denial, has_edits && restricted) {
+        let piece = if use_pieces {
+            pieces[i].clone()
+        } else {
+            redact::redact(sql)
+        };
+        let masks = analysis.masks;
+        let decision = match (&stmt_denial, masks && restricted) {
             (Some(_), _) => Decision::Deny,
             (None, true) => Decision::Rewrite,
             (None, false) => Decision::Allow,
@@ -392,7 +396,9 @@ fn gate(
             });
         }
     }
-    if kind != StatementKind::Session
+    // PREPARE/DECLARE wrap reads: they need the purpose too (EXECUTE/FETCH do not).
+    let touches_data = kind != StatementKind::Session || !analysis.required.is_empty();
+    if touches_data
         && !role.purposes.is_empty()
         && !purpose.is_some_and(|p| role.purposes.iter().any(|r| r == p))
     {
@@ -407,7 +413,7 @@ fn gate(
             reason: DenyReason::Purpose,
         });
     }
-    if ddl_before && kind != StatementKind::Session {
+    if ddl_before && touches_data {
         return Some(denial(
             DenyReason::Ddl,
             "42501",
@@ -427,8 +433,12 @@ fn gate(
     None
 }
 
-fn report(kind: StatementKind, decision: Decision, a: Analysis, piece: &str) -> StatementReport {
-    let r = redact::redact(piece);
+fn report(
+    kind: StatementKind,
+    decision: Decision,
+    a: Analysis,
+    r: redact::Redacted,
+) -> StatementReport {
     let mut raw = Vec::new();
     let mut masked = Vec::new();
     let mut denied = Vec::new();
@@ -474,46 +484,6 @@ fn longest_segment(tokens: &[TokenWithSpan]) -> usize {
         longest = longest.max(run);
     }
     longest
-}
-
-/// Splits the text at top-level semicolons into the non-empty statement texts.
-fn split_statements<'s>(sql: &'s str, tokens: &[TokenWithSpan]) -> Vec<&'s str> {
-    let lines = LineIndex::new(sql);
-    let mut out = Vec::new();
-    let mut start = 0;
-    let push = |from: usize, to: usize, out: &mut Vec<&'s str>| {
-        if let Some(p) = sql.get(from..to) {
-            if !p.trim().is_empty() && !only_comments(p) {
-                out.push(p.trim());
-            }
-        }
-    };
-    for t in tokens {
-        if t.token == Token::SemiColon {
-            if let Some(off) = lines.offset(t.span.start) {
-                push(start, off, &mut out);
-                start = off + 1;
-            }
-        }
-    }
-    push(start, sql.len(), &mut out);
-    out
-}
-
-fn only_comments(p: &str) -> bool {
-    let scan = lexical::scan(p);
-    let mut rest = String::new();
-    let mut pos = 0;
-    for r in &scan.regions {
-        rest.push_str(&p[pos..r.start]);
-        let region = &p[r.start..r.end];
-        if !(region.starts_with("--") || region.starts_with("/*")) {
-            return false;
-        }
-        pos = r.end;
-    }
-    rest.push_str(&p[pos..]);
-    rest.trim().is_empty()
 }
 
 #[cfg(test)]

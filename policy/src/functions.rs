@@ -78,6 +78,8 @@ const EXACT: &[(&str, Danger)] = &[
     ("pg_ident_file_mappings", Danger::EchoesQueries),
     ("pg_show_all_file_settings", Danger::EchoesQueries),
     ("pg_get_replication_slots", Danger::EchoesQueries),
+    // Extended-statistics MCV lists carry column values.
+    ("pg_mcv_list_items", Danger::EchoesQueries),
     // Settings that change name resolution or identity.
     ("set_config", Danger::ChangesSettings),
 ];

@@ -309,11 +309,14 @@ fn is_opaque(tok: &Token) -> bool {
 
 /// Checks that sqlparser's tokens delimit comments, literals and quoted identifiers
 /// exactly where PostgreSQL does. `Err` carries the reason to refuse.
-pub fn check_against(text: &str, scan: &Scan, tokens: &[TokenWithSpan]) -> Result<(), String> {
+pub fn check_against(
+    idx: &LineIndex<'_>,
+    scan: &Scan,
+    tokens: &[TokenWithSpan],
+) -> Result<(), String> {
     if let Some(p) = &scan.problem {
         return Err(p.clone());
     }
-    let idx = LineIndex::new(text);
     let mut theirs = Vec::new();
     for t in tokens {
         if matches!(t.token, Token::CopyData { .. }) {
@@ -343,7 +346,7 @@ mod tests {
         let toks = Tokenizer::new(&PostgreSqlDialect {}, sql)
             .tokenize_with_location()
             .map_err(|e| e.to_string())?;
-        check_against(sql, &scan(sql), &toks)
+        check_against(&LineIndex::new(sql), &scan(sql), &toks)
     }
 
     #[test]

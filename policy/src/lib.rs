@@ -16,6 +16,9 @@
 //! - [`decide`]: analysis + role → allow / rewrite / deny with an access report.
 //! - [`rewrite`]: derived-table rewrite spliced into the original SQL text.
 //! - [`redact`]: literal stripping and fingerprints for the audit log.
+//! - [`lexical`]: PostgreSQL-faithful delimiting of comments/literals, checked against sqlparser.
+//! - [`functions`]: built-in functions and catalog relations refused to restricted roles.
+//! - `testing` (feature `testing`): demo catalog, sample policy and cases for tests.
 
 pub mod analyze;
 pub mod catalog;

@@ -58,7 +58,34 @@ fn push_piece(out: &mut String, piece: &str, pending_space: &mut bool) {
     out.push_str(piece);
 }
 
-fn from_tokens(tokens: &[Token]) -> String {
+/// Normalizes each statement of an already tokenized text: tokens are split at
+/// semicolons and segments without any token other than whitespace/comments are dropped.
+pub fn redact_statements<'t>(tokens: impl IntoIterator<Item = &'t Token>) -> Vec<Redacted> {
+    let mut out = Vec::new();
+    let mut current: Vec<&Token> = Vec::new();
+    let flush = |current: &mut Vec<&Token>, out: &mut Vec<Redacted>| {
+        let normalized = from_tokens(current.iter().copied());
+        if !normalized.is_empty() {
+            let fingerprint = fingerprint(&normalized);
+            out.push(Redacted {
+                normalized,
+                fingerprint,
+            });
+        }
+        current.clear();
+    };
+    for t in tokens {
+        if *t == Token::SemiColon {
+            flush(&mut current, &mut out);
+        } else {
+            current.push(t);
+        }
+    }
+    flush(&mut current, &mut out);
+    out
+}
+
+fn from_tokens<'t>(tokens: impl IntoIterator<Item = &'t Token>) -> String {
     let mut out = String::new();
     let mut space = false;
     for tok in tokens {

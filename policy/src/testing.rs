@@ -94,6 +94,26 @@ pub fn sample_catalog() -> StaticCatalog {
         column: "phone".into(),
     }];
     cat.add(tv);
+    let mut vv = rel(
+        "public",
+        "names_again",
+        RelationKind::View,
+        &[("id", "bigint"), ("name", "text")],
+    );
+    vv.depends_on = ["id", "name"]
+        .iter()
+        .map(|c| ColumnRef {
+            schema: "public".into(),
+            table: "customer_names".into(),
+            column: (*c).into(),
+        })
+        .collect();
+    vv.depends_on.push(ColumnRef {
+        schema: "public".into(),
+        table: "customer_names".into(),
+        column: "phone".into(),
+    });
+    cat.add(vv);
     cat.add(rel(
         "audit",
         "customers",
@@ -357,4 +377,26 @@ pub fn rewrite_cases() -> Vec<(&'static str, &'static str, Option<&'static str>)
         ("/* c */ SELECT phone -- x\nFROM customers;", "bi", None),
         ("SELECT * FROM customers; SELECT * FROM orders", "bi", None),
     ]
+}
+
+/// DDL (and two sample rows) that creates `sample_catalog()` on a real PostgreSQL, for
+/// integration tests that execute the forwarded texts of `rewrite_cases()`.
+pub fn sample_schema_sql() -> &'static str {
+    "CREATE TABLE customers (id bigint PRIMARY KEY, name text, id_card text, phone text, \
+       email text, bank_card text, address text, birth_date date, vip_level int, \
+       created_at timestamptz DEFAULT now());\n\
+     CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint, amount numeric, \
+       ship_phone text, ship_address text, status text, created_at timestamptz DEFAULT now());\n\
+     CREATE TABLE products (id bigint, title text, price numeric);\n\
+     CREATE VIEW customer_names AS SELECT id, name, phone FROM customers;\n\
+     CREATE VIEW customer_contacts AS SELECT id, phone FROM customers;\n\
+     CREATE VIEW names_again AS SELECT id, name FROM customer_names WHERE phone IS NOT NULL;\n\
+     CREATE SCHEMA audit;\n\
+     CREATE TABLE audit.customers (id bigint, note text);\n\
+     CREATE FUNCTION allowed_fn(int) RETURNS int LANGUAGE sql AS 'select $1';\n\
+     CREATE FUNCTION risky(int) RETURNS int LANGUAGE sql AS 'select $1';\n\
+     INSERT INTO customers VALUES (1, '张三', '110101199003077777', '13800138000', \
+       'alice@example.com', '6222020200112233445', '北京市朝阳区', '1990-03-07', 3, now()), \
+       (2, 'Bob', NULL, '12', 'noat', NULL, NULL, NULL, 1, now());\n\
+     INSERT INTO orders VALUES (1, 1, 10.5, '13900139000', 'x', 'new', now());\n"
 }
