@@ -120,6 +120,42 @@ impl Enforcement {
     }
 }
 
+/// A startup parameter (or `options` -c setting) that would change identity or how
+/// the server reads SQL text, which restricted roles may not set.
+fn forbidden_startup_setting(params: &[(String, String)]) -> Option<String> {
+    const FORBIDDEN: &[&str] = &["role", "session_authorization"];
+    let bad_value = |name: &str, value: &str| -> bool {
+        let name = name.to_ascii_lowercase().replace('-', "_");
+        FORBIDDEN.contains(&name.as_str())
+            || (name == "client_encoding"
+                && !value.eq_ignore_ascii_case("utf8")
+                && !value.eq_ignore_ascii_case("utf-8")
+                && !value.eq_ignore_ascii_case("unicode"))
+            || (name == "standard_conforming_strings" && !value.eq_ignore_ascii_case("on"))
+    };
+    for (k, v) in params {
+        if k == "options" {
+            let mut words = v.split_whitespace();
+            while let Some(w) = words.next() {
+                let setting = if w == "-c" {
+                    words.next().unwrap_or("")
+                } else if let Some(rest) = w.strip_prefix("-c").or_else(|| w.strip_prefix("--")) {
+                    rest
+                } else {
+                    continue;
+                };
+                let (name, value) = setting.split_once('=').unwrap_or((setting, ""));
+                if bad_value(name, value) {
+                    return Some(name.to_owned());
+                }
+            }
+        } else if bad_value(k, v) {
+            return Some(k.clone());
+        }
+    }
+    None
+}
+
 /// The hook factory that enforces the policy.
 #[derive(Clone)]
 pub struct PolicyHooks {
@@ -143,6 +179,18 @@ impl HookFactory for PolicyHooks {
                     "add the user to a role's `users` in {} or set [defaults] unknown_users",
                     active.file
                 )));
+            }
+            let restricted = active
+                .policy
+                .role_for_user(&info.user)
+                .is_none_or(|r| r.is_restricted(&active.policy));
+            if restricted {
+                if let Some(setting) = forbidden_startup_setting(&info.startup_params) {
+                    return Err(ProxyError::fatal(
+                        "42501",
+                        format!("pgveil: setting {setting} at connection start is not allowed for this role"),
+                    ));
+                }
             }
             if self.enforcement.catalog.is_configured() {
                 if let Err(e) = self.enforcement.catalog.get_or_load(&info.database).await {

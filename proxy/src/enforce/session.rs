@@ -70,6 +70,9 @@ pub struct Enforcer {
     retried: Option<u64>,
     encoding_ok: bool,
     standard_strings: bool,
+    in_transaction: bool,
+    /// search_path was set inside the open transaction (a rollback would undo it).
+    path_set_in_transaction: bool,
     prepared: HashMap<String, Prepared>,
     portals: HashMap<String, String>,
 }
@@ -155,6 +158,8 @@ impl Enforcer {
             retried: None,
             encoding_ok: true,
             standard_strings: true,
+            in_transaction: false,
+            path_set_in_transaction: false,
             prepared: HashMap::new(),
             portals: HashMap::new(),
         };
@@ -246,6 +251,7 @@ impl Enforcer {
             for effect in &report.effects {
                 match effect {
                     SessionEffect::SetSearchPath(path) => {
+                        self.path_set_in_transaction |= self.in_transaction;
                         self.search_path = path.clone();
                         self.context = None;
                         self.wants_probe = true;
@@ -563,6 +569,16 @@ impl SessionHook for Enforcer {
         if let Some(slot) = slot {
             slot.record(ev);
         }
+    }
+
+    fn on_ready(&mut self, status: u8) {
+        // A SET search_path inside a transaction that rolled back is undone by the
+        // server: re-read the real value whenever a transaction ends.
+        if status == b'I' && self.path_set_in_transaction {
+            self.wants_probe = true;
+            self.path_set_in_transaction = false;
+        }
+        self.in_transaction = status != b'I';
     }
 
     fn on_parameter_status(&mut self, name: &str, value: &str) {
