@@ -20,6 +20,7 @@ pub mod auth;
 pub mod cancel;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod hook;
 pub mod protocol_state;
 pub mod server;

@@ -1,0 +1,3 @@
+//! `pgveil demo`.
+pub mod data;
+mod lists;
