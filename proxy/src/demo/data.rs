@@ -157,9 +157,7 @@ pub fn id_number_valid(id: &str) -> bool {
 /// Whether `digits` (all ASCII digits, at least two) passes the Luhn check, as every
 /// bank card number does.
 pub fn luhn_valid(digits: &str) -> bool {
-    digits.len() >= 2
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && luhn_sum(digits, false) % 10 == 0
+    digits.len() >= 2 && digits.bytes().all(|b| b.is_ascii_digit()) && luhn_sum(digits, false) == 0
 }
 
 /// The digit that makes `partial` + digit Luhn-valid; `?` unless `partial` is ASCII

@@ -8,7 +8,7 @@
 //! - [`setup`]: roles, database, schema and COPY of the generated rows.
 //! - [`files`]: policy, proxy config, hash key and catalog password for the proxy.
 //! - [`banner`]: the "how to connect" text.
-//! - [`error`]: [`DemoError`].
+//! - [`error`]: why the demo failed, as [`DemoError`].
 
 pub mod banner;
 pub mod cluster;
@@ -140,6 +140,12 @@ impl Demo {
     /// Start PostgreSQL, load the data, write the proxy files and start the proxy.
     pub async fn start(opts: &DemoOptions, progress: Progress) -> anyhow::Result<Demo> {
         let started = Instant::now();
+        // Fail before the slow part when the proxy port is taken (the real bind below
+        // still reports a port lost in between).
+        if opts.port != 0 {
+            std::net::TcpListener::bind(("127.0.0.1", opts.port))
+                .with_context(|| port_in_use(opts.port))?;
+        }
         let bins = cluster::PgBinaries::find()?;
         let postgres_version = bins.version().await?;
         if progress == Progress::Print {
@@ -181,13 +187,9 @@ impl Demo {
         let config = Config::parse(&text, &files.config, cluster.root())
             .context("the generated demo config is invalid")?;
         let hooks = (opts.hooks)(&config).context("cannot set up policy enforcement")?;
-        let server = Server::bind(&config, hooks).await.with_context(|| {
-            format!(
-                "cannot start the proxy on 127.0.0.1:{} (another pgveil or pooler there? \
-                 choose a port with --port)",
-                opts.port
-            )
-        })?;
+        let server = Server::bind(&config, hooks)
+            .await
+            .with_context(|| port_in_use(opts.port))?;
         let proxy_addr = server.local_addr();
         let proxy = ProxyGuard {
             ctx: server.context(),
@@ -267,6 +269,13 @@ impl Demo {
         cluster.destroy().await?;
         Ok(())
     }
+}
+
+fn port_in_use(port: u16) -> String {
+    format!(
+        "cannot start the proxy on 127.0.0.1:{port} (another pgveil or pooler there? \
+         choose a port with --port)"
+    )
 }
 
 /// SIGINT (Ctrl-C), SIGTERM and SIGHUP (terminal closed) all stop the demo.

@@ -191,3 +191,23 @@ fn demo_dirs() -> std::collections::HashSet<PathBuf> {
         })
         .unwrap_or_default()
 }
+
+#[tokio::test]
+async fn a_taken_proxy_port_fails_before_postgres_starts() {
+    let _serial = SERIAL.lock().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("its address").port();
+    let opts = DemoOptions {
+        port,
+        hooks: Box::new(|_cfg: &Config| Ok(Arc::new(PassThrough) as Arc<dyn HookFactory>)),
+    };
+    let before = demo_dirs();
+    let started = Instant::now();
+    let err = Demo::start(&opts, Progress::Quiet)
+        .await
+        .err()
+        .expect("startup fails when the port is taken");
+    assert!(format!("{err:#}").contains("--port"), "{err:#}");
+    assert!(started.elapsed() < Duration::from_secs(2), "failed fast");
+    assert_eq!(demo_dirs(), before);
+}
