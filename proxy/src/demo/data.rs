@@ -213,7 +213,10 @@ pub fn generate(seed: u64, n_customers: usize, n_orders: usize) -> (Vec<Customer
     let mut orders: Vec<Order> = if customers.is_empty() {
         Vec::new()
     } else {
-        (0..n_orders).map(|_| g.order(&customers)).collect()
+        let active = ActiveTime::new(&customers);
+        (0..n_orders)
+            .map(|_| g.order(&customers, &active))
+            .collect()
     };
     orders.sort_by_key(|o| o.created_at);
     for (i, o) in orders.iter_mut().enumerate() {
@@ -386,11 +389,11 @@ impl Generator {
         )
     }
 
-    fn order(&mut self, customers: &[Customer]) -> Order {
-        // Older customers (low index after sorting) have had more time to order.
-        let u: f64 = self.rng.random();
-        let idx = ((u.powf(1.5) * customers.len() as f64) as usize).min(customers.len() - 1);
-        let c = &customers[idx];
+    /// One order from a non-empty `customers`: every customer orders at the same rate
+    /// from the day they joined, so the buyer is drawn in proportion to their time as a
+    /// customer and the order time evenly within it.
+    fn order(&mut self, customers: &[Customer], active: &ActiveTime) -> Order {
+        let c = &customers[active.pick(self.rng.random_range(0..active.total()))];
         let created_at = Timestamp(self.rng.random_range(c.created_at.0..DATA_ENDS.0));
         let yuan: f64 = (self.rng.random_range(9.0f64.ln()..9999.0f64.ln())).exp();
         let cents = self.pick(&[0, 0, 90, 99, 50, 80]);
@@ -425,6 +428,37 @@ impl Generator {
             status,
             created_at,
         }
+    }
+}
+
+/// Running totals of each customer's seconds as a customer, to draw buyers by it.
+struct ActiveTime {
+    cumulative: Vec<i64>,
+}
+
+impl ActiveTime {
+    fn new(customers: &[Customer]) -> ActiveTime {
+        let mut sum = 0;
+        let cumulative = customers
+            .iter()
+            .map(|c| {
+                sum += (DATA_ENDS.0 - c.created_at.0).max(1);
+                sum
+            })
+            .collect();
+        ActiveTime { cumulative }
+    }
+
+    /// Sum of all weights (positive when there is a customer).
+    fn total(&self) -> i64 {
+        self.cumulative.last().copied().unwrap_or(1).max(1)
+    }
+
+    /// Index of the customer whose share contains `r` (0 <= r < total).
+    fn pick(&self, r: i64) -> usize {
+        self.cumulative
+            .partition_point(|&w| w <= r)
+            .min(self.cumulative.len().saturating_sub(1))
     }
 }
 

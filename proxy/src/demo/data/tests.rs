@@ -199,6 +199,21 @@ fn orders_reference_customers_and_look_real() {
     assert!(own_phone > 3500 && own_phone < 4500, "{own_phone}");
     let buyers: HashSet<i64> = orders.iter().map(|o| o.customer_id).collect();
     assert!(buyers.len() > 500, "{} customers ordered", buyers.len());
+    let mut per_customer = std::collections::HashMap::new();
+    for o in &orders {
+        *per_customer.entry(o.customer_id).or_insert(0) += 1;
+    }
+    let busiest = per_customer.values().max().copied().unwrap_or(0);
+    assert!(busiest < 40, "one customer placed {busiest} orders");
+    // Orders arrive evenly: the last 30 days hold roughly their share of ~7 years.
+    let recent = orders
+        .iter()
+        .filter(|o| o.created_at.0 > DATA_ENDS.0 - 30 * 86_400)
+        .count();
+    assert!(
+        (20..150).contains(&recent),
+        "{recent} orders in the last 30 days"
+    );
     assert_eq!(
         Order {
             amount_cents: 12_990,
