@@ -55,6 +55,14 @@ pub enum Command {
         /// The SQL text.
         sql: String,
     },
+    /// Start an embedded PostgreSQL with a sample `shop` database and pgveil in front of
+    /// it, print how to connect as a support agent, an analyst and a DBA; Ctrl-C stops
+    /// and removes everything.
+    Demo {
+        /// Port of the proxy on 127.0.0.1.
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -80,6 +88,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(config),
         Command::Check { policy } => check(&policy),
+        Command::Demo { port } => demo(port),
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => {
@@ -118,6 +127,29 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn demo(port: u16) -> ExitCode {
+    if let Err(e) = crate::logging::init(crate::logging::LogFormat::Text, "warn") {
+        eprintln!("pgveil: logging: {e}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgveil: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::demo::run(crate::demo::DemoOptions { port, hooks: None })) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgveil demo: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

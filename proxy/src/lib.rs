@@ -4,6 +4,7 @@
 //! - [`app`]: assembling policy, catalog cache and hooks from the config.
 //! - [`catalog`]: the shared catalog cache (relations, columns, views, functions).
 //! - [`enforce`]: policy enforcement per session, decision cache, reload, scrubbing.
+//! - [`demo`]: `pgveil demo`: embedded PostgreSQL with a sample shop behind the proxy.
 //! - [`explain`]: `pgveil explain`.
 //! - [`metrics`]: Prometheus metrics, verbs over bounded labels.
 //! - [`health`]: HTTP endpoint for /metrics, /healthz, /readyz.
@@ -33,6 +34,7 @@ pub mod cli;
 pub mod config;
 pub mod enforce;
 pub mod explain;
+pub mod demo;
 pub mod health;
 pub mod hook;
 pub mod logging;
