@@ -210,7 +210,7 @@ impl Enforcer {
                 h
             }
         };
-        let (outcome, _hit) = self.shared.decisions.get_or_insert_with(context, sql, || {
+        let (outcome, hit) = self.shared.decisions.get_or_insert_with(context, sql, || {
             let facts = SessionFacts {
                 user: &self.user,
                 role: self.role(),
