@@ -220,6 +220,7 @@ impl Enforcer {
             };
             decide::decide(&self.active.policy, &facts, catalog, &self.shared.key, sql)
         });
+        metrics().decision_cache(hit);
         outcome
     }
 
