@@ -130,19 +130,26 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The multi-threaded tokio runtime of `run` and `demo` (None: reported on stderr).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("pgveil: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 fn demo(port: u16) -> ExitCode {
     if let Err(e) = crate::logging::init(crate::logging::LogFormat::Text, "warn") {
         eprintln!("pgveil: logging: {e}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("pgveil: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(crate::demo::run(crate::demo::DemoOptions {
         port,
@@ -189,15 +196,8 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     init_logging(&cfg);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("pgveil: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(serve(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
