@@ -130,11 +130,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The multi-threaded tokio runtime of `run` and `demo` (None: reported on stderr).
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+/// The tokio runtime of `run` and `demo` with `workers` threads (None: reported on
+/// stderr). `TOKIO_WORKER_THREADS` in the environment still overrides it.
+fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(workers.max(1));
+    }
+    match builder.enable_all().build()
     {
         Ok(r) => Some(r),
         Err(e) => {
@@ -148,7 +151,7 @@ fn demo(port: u16) -> ExitCode {
     if let Err(e) = crate::logging::init(crate::logging::LogFormat::Text, "warn") {
         eprintln!("pgveil: logging: {e}");
     }
-    let Some(runtime) = runtime() else {
+    let Some(runtime) = runtime(1) else {
         return ExitCode::FAILURE;
     };
     match runtime.block_on(crate::demo::run(crate::demo::DemoOptions {
@@ -196,7 +199,7 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     init_logging(&cfg);
-    let Some(runtime) = runtime() else {
+    let Some(runtime) = runtime(cfg.limits.worker_threads) else {
         return ExitCode::FAILURE;
     };
     match runtime.block_on(serve(cfg)) {

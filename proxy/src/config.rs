@@ -226,6 +226,11 @@ pub struct LimitsConfig {
     /// Milliseconds sessions get to finish after SIGTERM before they are closed.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// Threads that run sessions. One thread avoids cross-thread wake-ups and uses the
+    /// least CPU per query (measured: benches/README.md); raise it when one core is
+    /// saturated and the machine has cores to spare.
+    #[serde(default = "default_worker_threads")]
+    pub worker_threads: usize,
 }
 
 fn default_max_connections() -> usize {
@@ -241,6 +246,9 @@ fn default_startup_timeout_ms() -> u64 {
 fn default_shutdown_grace_ms() -> u64 {
     30_000
 }
+fn default_worker_threads() -> usize {
+    1
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -249,6 +257,7 @@ impl Default for LimitsConfig {
             max_message_bytes: default_max_message_bytes(),
             startup_timeout_ms: default_startup_timeout_ms(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
+            worker_threads: default_worker_threads(),
         }
     }
 }
@@ -350,6 +359,12 @@ impl Config {
             return Err(invalid(
                 "limits.max_connections",
                 "must be at least 1".into(),
+            ));
+        }
+        if self.limits.worker_threads == 0 || self.limits.worker_threads > 1024 {
+            return Err(invalid(
+                "limits.worker_threads",
+                "must be between 1 and 1024".into(),
             ));
         }
         if self.limits.max_message_bytes < 1024 {
