@@ -70,7 +70,7 @@ die() {
 # ---------------------------------------------------------------------------------------
 
 if [[ -z ${PG_BINDIR:-} ]]; then
-    PG_BINDIR=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    PG_BINDIR=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 fi
 [[ -x $PG_BINDIR/initdb && -x $PG_BINDIR/pgbench ]] ||
     die "no PostgreSQL binaries in '$PG_BINDIR' (set PG_BINDIR)"
@@ -131,6 +131,7 @@ cpu_ticks() {
     # shellcheck disable=SC2086
     set -- $stat
     total=$((${12} + ${13} + ${14} + ${15}))
+    # shellcheck disable=SC2013 # the file is a space-separated list of pids
     for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
         total=$((total + $(cpu_ticks "$child")))
     done
@@ -366,7 +367,11 @@ if [[ $MASKED == 1 && $PROFILE != 1 ]]; then
     MASKED_TARGETS+=(pgveil+policy)
 fi
 
+ALL_TARGETS=()
 for t in "${ACTIVE_TARGETS[@]}" "${MASKED_TARGETS[@]}"; do
+    [[ " ${ALL_TARGETS[*]} " == *" $t "* ]] || ALL_TARGETS+=("$t")
+done
+for t in "${ALL_TARGETS[@]}"; do
     log "target $t on port ${PORT[$t]} (pid ${PID[$t]}): ${NOTE[$t]:-}"
 done
 
@@ -526,7 +531,7 @@ META=$TMP/meta.tsv
     printf 'host_cpus\t%s\n' "$(nproc)"
     printf 'loadavg_start\t%s\nloadavg_end\t%s\n' "$START_LOAD" "$END_LOAD"
     printf 'postgresql\t%s\n' "$("$PG_BINDIR/postgres" --version)"
-    for t in "${ACTIVE_TARGETS[@]}" "${MASKED_TARGETS[@]}"; do
+    for t in "${ALL_TARGETS[@]}"; do
         printf 'target\t%s\t%s\n' "$t" "${NOTE[$t]:-}"
     done
 } >"$META"
