@@ -28,8 +28,9 @@
 #              simple and prepared) as MASKED_USER [bench_support] through pgveil without
 #              a policy and through a second pgveil with POLICY
 #              [benches/overhead/masked_policy.toml]
-#   PROFILE=1  instead of the table: perf-record pgveil during `pgbench -S -c 8` for
-#              PROFILE_SECONDS [15] and write the perf report next to the results
+#   PROFILE=1  instead of the table: under `pgbench -S -c 8` for PROFILE_SECONDS [15],
+#              count each target's CPU, context switches and system calls per
+#              transaction (perf stat) and perf-record pgveil; reports go next to $OUT
 #   PGVEIL_BIN pgveil binary [built with `cargo build --release -p pgveil`]
 #   PG_BINDIR  PostgreSQL binaries [newest /usr/lib/postgresql/*/bin]
 #   OUT        results prefix: writes $OUT.csv, $OUT.json, $OUT.runs.csv
@@ -342,7 +343,6 @@ start_relay() {
 }
 
 ACTIVE_TARGETS=()
-[[ $PROFILE == 1 ]] && TARGETS=pgveil
 for t in $TARGETS; do
     case $t in
     pgveil) start_pgveil pgveil && ACTIVE_TARGETS+=(pgveil) ;;
@@ -418,9 +418,8 @@ run_pgbench() {
 }
 
 RUNS=$OUT.runs.csv
-mkdir -p "$(dirname "$OUT")"
-echo "workload,clients,target,pair,seq,tps,transactions,cpu_seconds,load1,ok" >"$RUNS"
 SEQ=0
+mkdir -p "$(dirname "$OUT")"
 
 # measure WORKLOAD CLIENTS TARGET PAIR: one run, appended to the runs CSV.
 measure() {
@@ -449,30 +448,74 @@ measure() {
     SEQ=$((SEQ + 1))
 }
 
+# profile_stat TARGET: count the target's CPU, context switches and system calls during
+# `pgbench -S -c 8` (perf stat, cheap) and append them per transaction to $OUT.perfstat.csv.
+PERF_EVENTS=task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter
+PERF_EVENTS+=,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom
+PERF_EVENTS+=,syscalls:sys_enter_write,syscalls:sys_enter_read
+PERF_EVENTS+=,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex
+profile_stat() {
+    local target=$1 window=$((PROFILE_SECONDS - 2)) bench_pid res
+    run_pgbench select 8 "${PORT[$target]}" "$PROFILE_SECONDS" "$TMP/stat-$target.log" \
+        >"$TMP/stat-$target.res" &
+    bench_pid=$!
+    sleep 1
+    perf stat -x, -e "$PERF_EVENTS" -p "${PID[$target]}" -o "$TMP/stat-$target.txt" \
+        -- sleep "$window" 2>>"$TMP/perf.log" || log "perf stat of $target failed"
+    wait "$bench_pid"
+    res=$(cat "$TMP/stat-$target.res")
+    [[ $res == fail ]] && {
+        log "pgbench through $target failed"
+        return
+    }
+    python3 "$ASSETS/perf_stat.py" add "$OUT.perfstat.csv" "$target" "${res%% *}" "$window" \
+        "$TMP/stat-$target.txt"
+}
+
 if [[ $PROFILE == 1 ]]; then
     [[ -n ${PID[pgveil]:-} ]] || die "pgveil did not start"
     command -v perf >/dev/null || ensure_pkg /usr/bin/perf linux-perf || die "perf unavailable"
-    log "warm-up, then perf record of pgveil (pid ${PID[pgveil]}) under pgbench -S -c 8"
+    ((PROFILE_SECONDS >= 5)) || die "PROFILE_SECONDS must be at least 5"
+    log "warm-up: select c=8 direct for 5s"
     run_pgbench select 8 "$PGPORT" 5 "$TMP/warmup.log" >/dev/null
+    rm -f "$OUT.perfstat.csv"
+    for t in "${ACTIVE_TARGETS[@]}"; do
+        log "perf stat of $t under pgbench -S -c 8 for ${PROFILE_SECONDS}s"
+        profile_stat "$t"
+    done
+    log "perf record of pgveil (pid ${PID[pgveil]}) under pgbench -S -c 8"
     run_pgbench select 8 "${PORT[pgveil]}" "$PROFILE_SECONDS" "$TMP/profile-run.log" \
         >"$TMP/profile-res" &
     bench_pid=$!
     sleep 1
     perf record -F 499 --call-graph dwarf,16384 -p "${PID[pgveil]}" -o "$OUT.perf.data" \
-        -- sleep $((PROFILE_SECONDS - 2)) 2>"$TMP/perf.log" || {
+        -- sleep $((PROFILE_SECONDS - 2)) 2>>"$TMP/perf.log" || {
         cat "$TMP/perf.log" >&2
         die "perf record failed"
     }
     wait "$bench_pid"
-    log "pgbench via pgveil: $(cat "$TMP/profile-res") (tps transactions; perf adds overhead)"
-    perf report -i "$OUT.perf.data" --no-children --stdio --percent-limit 0.5 \
+    log "pgbench via pgveil under perf record: $(cut -d' ' -f1 "$TMP/profile-res") tps"
+    perf report -i "$OUT.perf.data" --no-children --stdio --percent-limit 0.3 \
         --sort dso,symbol -g none >"$OUT.perf-self.txt" 2>/dev/null
-    perf report -i "$OUT.perf.data" --children --stdio --percent-limit 2 \
+    perf report -i "$OUT.perf.data" --children --stdio --percent-limit 0.3 \
         --sort symbol -g none >"$OUT.perf-children.txt" 2>/dev/null
-    log "perf data: $OUT.perf.data; reports: $OUT.perf-self.txt, $OUT.perf-children.txt"
-    grep -v '^#' "$OUT.perf-self.txt" | grep -v '^$' | head -n 40
+    perf report -i "$OUT.perf.data" --no-children --stdio --sort dso -g none \
+        >"$OUT.perf-dso.txt" 2>/dev/null
+    echo
+    echo "pgveil self time by binary (perf record, cpu-clock sampling):"
+    grep -v '^#' "$OUT.perf-dso.txt" | grep -v '^$' | head -n 6
+    echo
+    echo "pgveil hottest symbols (self):"
+    grep -v '^#' "$OUT.perf-self.txt" | grep -v '^$' | head -n 25 | cut -c1-150
+    echo
+    [[ -f $OUT.perfstat.csv ]] && python3 "$ASSETS/perf_stat.py" table "$OUT.perfstat.csv"
+    echo
+    echo "perf data: $OUT.perf.data; reports: $OUT.perf-{self,children,dso}.txt;" \
+        "per-transaction counts: $OUT.perfstat.csv"
     exit 0
 fi
+
+echo "workload,clients,target,pair,seq,tps,transactions,cpu_seconds,load1,ok" >"$RUNS"
 
 round_order() { # round_order PAIR TARGET...: direct first on odd rounds, last on even.
     local pair=$1
