@@ -31,6 +31,7 @@
 #   PROFILE=1  instead of the table: under `pgbench -S -c 8` for PROFILE_SECONDS [15],
 #              count each target's CPU, context switches and system calls per
 #              transaction (perf stat) and perf-record pgveil; reports go next to $OUT
+#   RELAY      haproxy, or socat to force the fallback relay [haproxy]
 #   PGVEIL_BIN pgveil binary [built with `cargo build --release -p pgveil`]
 #   PG_BINDIR  PostgreSQL binaries [newest /usr/lib/postgresql/*/bin]
 #   OUT        results prefix: writes $OUT.csv, $OUT.json, $OUT.runs.csv
@@ -55,6 +56,7 @@ MASKED=${MASKED:-0}
 POLICY=${POLICY:-$ASSETS/masked_policy.toml}
 MASKED_USER=${MASKED_USER:-bench_support}
 PROFILE=${PROFILE:-0}
+RELAY=${RELAY:-haproxy}
 PROFILE_SECONDS=${PROFILE_SECONDS:-15}
 OUT=${OUT:-$PWD/overhead-$(date -u +%Y%m%dT%H%M%SZ)}
 DB=bench
@@ -318,7 +320,7 @@ start_pgbouncer() {
 start_relay() {
     local port pid
     port=$(free_port)
-    if ensure_pkg /usr/sbin/haproxy haproxy; then
+    if [[ $RELAY != socat ]] && ensure_pkg /usr/sbin/haproxy haproxy; then
         sed -e "s|@PORT@|$port|g" -e "s|@PGPORT@|$PGPORT|g" \
             "$ASSETS/haproxy.cfg.in" >"$TMP/haproxy.cfg"
         /usr/sbin/haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
@@ -569,7 +571,7 @@ META=$TMP/meta.tsv
 {
     printf 'started\t%s\n' "$STARTED_AT"
     printf 'finished\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    printf 'command\t%s\n' "DURATION=$DURATION PAIRS=$PAIRS CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" TARGETS=\"$TARGETS\" MASKED=$MASKED benches/overhead.sh"
+    printf 'command\t%s\n' "${TOKIO_WORKER_THREADS:+TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS }RELAY=$RELAY DURATION=$DURATION PAIRS=$PAIRS CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" TARGETS=\"$TARGETS\" MASKED=$MASKED benches/overhead.sh"
     printf 'duration_s\t%s\npairs\t%s\njobs\t%s\nscale\t%s\n' "$DURATION" "$PAIRS" "$JOBS" "$SCALE"
     printf 'host_cpus\t%s\n' "$(nproc)"
     printf 'loadavg_start\t%s\nloadavg_end\t%s\n' "$START_LOAD" "$END_LOAD"
