@@ -24,6 +24,8 @@
 #   JOBS       pgbench threads (-j, capped at the client count) [2]
 #   SCALE      pgbench scale factor [10]
 #   WARMUP     seconds of discarded direct warm-up per workload, 0 = none [5]
+#   AUDIT=1    also run pgveil with an allow-all policy with and without a file audit sink
+#              (targets pgveil+policy-noaudit, pgveil+policy-audit): the cost of auditing
 #   MASKED=1   also run the masked point select (benches/overhead/masked_point_select.sql,
 #              simple and prepared) as MASKED_USER [bench_support] through pgveil without
 #              a policy and through a second pgveil with POLICY
@@ -251,9 +253,10 @@ ensure_pgveil_bin() {
     [[ -x $PGVEIL_BIN ]] || die "no pgveil binary at $PGVEIL_BIN"
 }
 
-# start_pgveil NAME [POLICY]: a pgveil listening on a free port, upstream tls disabled.
+# start_pgveil NAME [POLICY [AUDIT]]: a pgveil listening on a free port, upstream tls
+# disabled; AUDIT=1 adds a file audit sink (fsync interval) in the temp dir.
 start_pgveil() {
-    local name=$1 policy=${2:-} port cfg pid
+    local name=$1 policy=${2:-} audit=${3:-} port cfg pid
     ensure_pgveil_bin
     port=$(free_port)
     cfg=$TMP/$name.toml
@@ -267,6 +270,13 @@ start_pgveil() {
         if [[ -n $policy ]]; then
             echo "[catalog]"
             echo "user = \"postgres\""
+        fi
+        if [[ -n $audit ]]; then
+            echo "[audit]"
+            echo "on_failure = \"block\""
+            echo "[[audit.sinks]]"
+            echo "kind = \"file\""
+            echo "path = \"$TMP/$name-audit.jsonl\""
         fi
     } >"$cfg"
     "$PGVEIL_BIN" run --config "$cfg" >"$TMP/$name.log" 2>&1 &
@@ -354,6 +364,14 @@ for t in $TARGETS; do
     esac
 done
 NOTE[pgbouncer]="$(/usr/sbin/pgbouncer --version 2>/dev/null | head -n 1) pool_mode=session"
+
+# AUDIT=1: the same pgveil build with an allow-all policy, with and without a file audit
+# sink, as two more targets of the normal workloads (issue: audit on costs <= 5%).
+if [[ ${AUDIT:-0} == 1 ]]; then
+    allow_all=$REPO/benches/overhead/allow_all_policy.toml
+    start_pgveil pgveil+policy-noaudit "$allow_all" && ACTIVE_TARGETS+=(pgveil+policy-noaudit)
+    start_pgveil pgveil+policy-audit "$allow_all" 1 && ACTIVE_TARGETS+=(pgveil+policy-audit)
+fi
 
 MASKED_TARGETS=()
 if [[ $MASKED == 1 && $PROFILE != 1 ]]; then
