@@ -1,6 +1,8 @@
 //! The demo `shop` schema with known raw values, login roles and test policies, so that
 //! enforcement tests can assert that no raw protected value ever reaches a client.
 
+use std::sync::Mutex;
+
 use super::pg::postgres;
 
 /// Customer names (class person_name), one per customer id 1..=10.
@@ -193,8 +195,13 @@ pub fn schema_sql() -> String {
     sql
 }
 
+/// Serialises fixture setup: roles are cluster-wide and concurrent CREATE ROLE / GRANT
+/// from parallel tests fail with "tuple concurrently updated".
+static SETUP: Mutex<()> = Mutex::new(());
+
 /// Create database `name` with the shop schema and rows (replacing earlier content).
 pub fn shop_db(name: &str) -> String {
+    let _guard = SETUP.lock().unwrap_or_else(|p| p.into_inner());
     let pg = postgres();
     pg.create_database(name);
     pg.psql_admin(name, &schema_sql());
