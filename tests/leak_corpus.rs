@@ -213,6 +213,37 @@ fn cases() -> Vec<Case> {
         c("search_path decoy allowed role", T, "SELECT phone FROM customers", Rows(1)).setup(&["SET search_path = evil, public"]),
         c("search_path behind set_config", T, "SELECT phone FROM customers", Any)
             .setup(&["SET search_path = evil, public", "SELECT set_config('search_path', 'public', false)"]),
+        c("search_path change inside the same text", T, "SET search_path = public; SELECT phone FROM customers", RowsOrErr(10, "42501"))
+            .setup(&["SET search_path = evil, public"]).ext(MULTI_EXT),
+        c("set_config search_path inside the same text", T, "SELECT set_config('search_path', 'public', false); SELECT phone FROM customers", RowsOrErr(11, "42501"))
+            .setup(&["SET search_path = evil, public"]).ext(MULTI_EXT),
+        c("drop shadowing temp table inside the same text", T, "DROP TABLE pg_temp.customers; SELECT phone FROM customers", RowsOrErr(10, "42501"))
+            .setup(&["CREATE TEMP TABLE customers (id int, phone text)"]).ext(MULTI_EXT),
+        c("shadowing temp table dropped earlier", T, "SELECT phone FROM customers", Rows(10))
+            .setup(&["CREATE TEMP TABLE customers (id int, phone text)", "DROP TABLE pg_temp.customers"]),
+        c("search_path after RESET ALL", T, "SELECT phone FROM customers", Rows(10))
+            .setup(&["SET search_path = evil, public", "RESET ALL"]),
+        c("search_path after DISCARD ALL", T, "SELECT phone FROM customers", Rows(10))
+            .setup(&["SET search_path = evil, public", "DISCARD ALL"]),
+        c("search_path after RESET search_path", T, "SELECT phone FROM customers", Rows(10))
+            .setup(&["SET search_path = evil, public", "RESET search_path"]),
+        c("search_path SET LOCAL ends with the transaction", T, "SELECT phone FROM customers", Rows(10))
+            .setup(&["BEGIN", "SET LOCAL search_path = evil, public", "COMMIT"]),
+        c("search_path SET rolled back", T, "SELECT phone FROM customers", Rows(10))
+            .setup(&["BEGIN", "SET search_path = evil, public", "ROLLBACK"])
+            .bug("search_path set in a transaction that is rolled back stays in force in the proxy: RAW LEAK"),
+        c("search_path SET rolled back to savepoint", T, "SELECT phone FROM customers", Rows(10))
+            .setup(&["BEGIN", "SAVEPOINT a", "SET search_path = evil, public", "ROLLBACK TO SAVEPOINT a"])
+            .bug("search_path set after a savepoint that is rolled back to stays in force in the proxy: RAW LEAK"),
+        c("search_path SET in failed transaction", T, "SELECT phone FROM customers", Rows(10))
+            .setup(&["BEGIN", "SET search_path = evil, public", "SELECT 1/0", "ROLLBACK"])
+            .bug("search_path set in a failed (aborted) transaction stays in force in the proxy: RAW LEAK"),
+        c("prepared under another search_path", T, "EXECUTE pp", RowsOrErr(1, "42501"))
+            .setup(&["SET search_path = evil, public", "PREPARE pp AS SELECT phone FROM customers", "SET search_path = public"])
+            .bug("PREPARE is decided once; PostgreSQL re-resolves names on EXECUTE after a search_path change: RAW LEAK"),
+        c("prepared before shadowing temp table dropped", T, "EXECUTE pq", RowsOrErr(1, "42501"))
+            .setup(&["CREATE TEMP TABLE customers (id int, phone text)", "INSERT INTO customers VALUES (1, 'x')", "PREPARE pq AS SELECT phone FROM customers", "DROP TABLE pg_temp.customers"])
+            .bug("PREPARE over a shadowing temp table; after DROP, EXECUTE re-resolves to public.customers: RAW LEAK"),
         c("search_path pg_catalog", S, "SELECT phone FROM public.customers", Rows(10)).setup(&["SET search_path = pg_catalog"]),
         c("search_path empty", S, "SELECT phone FROM customers", ErrOneOf(&["42P01", "42501"])).setup(&["SET search_path = ''"]),
         c("view not allowed to support", S, "SELECT * FROM customer_view", DENY),
@@ -420,7 +451,16 @@ async fn run_case(
         ));
     }
     seen.extend(msgs);
-    for l in leaks(&seen, forbidden) {
+    let found = leaks(&seen, forbidden);
+    if found.len() > 3 {
+        fails.push(format!(
+            "[{proto}] {} ({}): {} leaked values in total, first 3 follow",
+            case.name,
+            case.user,
+            found.len()
+        ));
+    }
+    for l in found.into_iter().take(3) {
         fails.push(format!(
             "[{proto}] {} ({}): LEAK {l}\n    SQL: {}",
             case.name, case.user, case.sql
@@ -484,7 +524,7 @@ async fn leak_corpus() {
 
 /// The corpus cases that fail because of known bugs (listed with `.bug(…)`).
 #[tokio::test]
-#[ignore = "bug: the corpus cases marked .bug(…) (TABLESAMPLE, ONLY, xmlelement, alias column lists)"]
+#[ignore = "bug: corpus cases marked .bug(…): search_path rollback and PREPARE re-resolution leak raw values; TABLESAMPLE/ONLY/xmlelement refused; alias column list reads a denied column"]
 async fn known_bugs() {
     run_corpus("shop_corpus_bugs", true).await;
 }
@@ -655,4 +695,35 @@ async fn transparency_under_policy() {
         }
     }
     assert!(fails.is_empty(), "{}", fails.join("\n"));
+}
+
+/// A named extended-protocol statement parsed under one search_path and executed after
+/// SET search_path: PostgreSQL re-analyses it with the new path, so the proxy must re-check.
+#[tokio::test]
+#[ignore = "bug: named statements are not re-checked after a search_path change: RAW LEAK"]
+async fn named_statement_after_search_path_change() {
+    let db = "shop_named_path";
+    let proxy = corpus_proxy(db).await;
+    let forbidden = forbidden();
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    let mut seen = sess.simple("SET search_path = evil, public").await;
+    let mut p = b"s1\0SELECT phone FROM customers\0".to_vec();
+    p.extend_from_slice(&[0, 0]);
+    let mut m = raw::message(b'P', &p);
+    m.extend(raw::message(b'S', &[]));
+    sess.s.write_all(&m).await.expect("parse");
+    seen.extend(raw::read_until_ready(&mut sess.s).await);
+    seen.extend(sess.simple("SET search_path = public").await);
+    let mut m = raw::message(b'B', b"\0s1\0\0\0\0\0\0\0");
+    m.extend(raw::message(b'E', &[0, 0, 0, 0, 0]));
+    m.extend(raw::message(b'S', &[]));
+    sess.s.write_all(&m).await.expect("execute");
+    seen.extend(raw::read_until_ready(&mut sess.s).await);
+    let found = leaks(&seen, &forbidden);
+    assert!(
+        found.is_empty(),
+        "{} leaks, first: {:?}",
+        found.len(),
+        found.first()
+    );
 }
