@@ -700,7 +700,6 @@ async fn transparency_under_policy() {
 /// A named extended-protocol statement parsed under one search_path and executed after
 /// SET search_path: PostgreSQL re-analyses it with the new path, so the proxy must re-check.
 #[tokio::test]
-#[ignore = "bug: named statements are not re-checked after a search_path change: RAW LEAK"]
 async fn named_statement_after_search_path_change() {
     let db = "shop_named_path";
     let proxy = corpus_proxy(db).await;

@@ -337,10 +337,12 @@ impl SessionHook for Enforcer {
 
     fn on_bind(&mut self, portal: &str, statement: &str) -> Verdict {
         let current = self.shared.current().generation;
+        // Every Bind re-decides (a decision-cache hit when nothing changed): PostgreSQL
+        // re-analyses a prepared statement after a search_path or catalog change, so a
+        // decision taken at Parse time under another path or shadowing table is stale.
         let stale = self
             .prepared
             .get(statement)
-            .filter(|p| p.generation != current)
             .map(|p| (p.sql.clone(), p.verdict.clone()));
         if let Some((sql, old)) = stale {
             let (v, new) = self.verdict(&sql, None);
@@ -352,7 +354,7 @@ impl SessionHook for Enforcer {
                     ProxyError::error(
                         "42501",
                         format!(
-                            "pgveil: the access policy changed since statement \"{statement}\" was prepared"
+                            "pgveil: the access decision for statement \"{statement}\" changed since it was prepared (policy, search_path or tables)"
                         ),
                     )
                     .with_hint("prepare the statement again"),
