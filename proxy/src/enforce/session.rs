@@ -53,6 +53,11 @@ pub struct Enforcer {
     wants_probe: bool,
     /// A catalog reload is needed (DDL ran, or a relation was unknown).
     refresh_since: Option<Instant>,
+    /// Transaction status of the last ReadyForQuery (I, T or E).
+    tx_status: u8,
+    /// search_path or the catalog changed inside the open transaction: a ROLLBACK (to a
+    /// savepoint or of the whole transaction) undoes it on the server, so re-read it.
+    changed_in_tx: bool,
     /// The text whose decision already waited for a catalog refresh.
     retried: Option<u64>,
     encoding_ok: bool,
@@ -134,6 +139,8 @@ impl Enforcer {
             context: None,
             wants_probe: true,
             refresh_since: None,
+            tx_status: b'I',
+            changed_in_tx: false,
             retried: None,
             encoding_ok: true,
             standard_strings: true,
@@ -230,9 +237,11 @@ impl Enforcer {
                         self.search_path = path.clone();
                         self.context = None;
                         self.wants_probe = true;
+                        self.changed_in_tx |= self.tx_status != b'I';
                     }
                     SessionEffect::ResetSearchPath => {
                         self.wants_probe = true;
+                        self.changed_in_tx |= self.tx_status != b'I';
                     }
                     SessionEffect::SetPurpose(p) => {
                         self.purpose = Some(p.clone()).filter(|p| !p.is_empty());
@@ -245,6 +254,7 @@ impl Enforcer {
                     SessionEffect::CatalogChanged => {
                         self.refresh_since = Some(Instant::now());
                         self.wants_probe = true;
+                        self.changed_in_tx |= self.tx_status != b'I';
                     }
                     SessionEffect::Prepare { .. }
                     | SessionEffect::Deallocate { .. }
@@ -408,6 +418,19 @@ impl SessionHook for Enforcer {
     }
 
     fn on_complete(&mut self, _tag: StatementTag, _how: Completion) {}
+
+    fn on_ready(&mut self, status: u8) {
+        self.tx_status = status;
+        if self.changed_in_tx {
+            // Inside the transaction a ROLLBACK TO SAVEPOINT may have undone the change;
+            // at its end a ROLLBACK (or an abort) did: re-read what the server uses.
+            self.wants_probe = true;
+            self.refresh_since.get_or_insert_with(Instant::now);
+            if status == b'I' {
+                self.changed_in_tx = false;
+            }
+        }
+    }
 
     fn on_parameter_status(&mut self, name: &str, value: &str) {
         match name {
