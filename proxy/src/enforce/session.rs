@@ -66,14 +66,19 @@ pub struct Enforcer {
     wants_probe: bool,
     /// A catalog reload is needed (DDL ran, or a relation was unknown).
     refresh_since: Option<Instant>,
+    /// Transaction status of the last ReadyForQuery (I, T or E).
+    tx_status: u8,
+    /// search_path or the catalog changed inside the open transaction: a ROLLBACK (to a
+    /// savepoint or of the whole transaction) undoes it on the server, so re-read it.
+    changed_in_tx: bool,
     /// The text whose decision already waited for a catalog refresh.
     retried: Option<u64>,
     encoding_ok: bool,
     standard_strings: bool,
-    in_transaction: bool,
-    /// search_path was set inside the open transaction (a rollback would undo it).
-    path_set_in_transaction: bool,
     prepared: HashMap<String, Prepared>,
+    /// SQL-level `PREPARE name AS …`: the text that prepared it and its decision then.
+    /// PostgreSQL re-resolves names at EXECUTE, so EXECUTE is decided again.
+    sql_prepared: HashMap<String, (String, PolicyVerdict)>,
     portals: HashMap<String, String>,
 }
 
@@ -98,6 +103,26 @@ fn purpose_from_startup(params: &[(String, String)]) -> Option<String> {
         }
     }
     None
+}
+
+/// The statement name of an `EXECUTE name [(…)]` statement (normalized text), folded
+/// like PostgreSQL folds identifiers.
+fn execute_target(normalized: &str) -> Option<String> {
+    let rest = normalized.trim_start();
+    let head = rest.get(..7)?;
+    if !head.eq_ignore_ascii_case("execute") {
+        return None;
+    }
+    let rest = rest[7..].trim_start();
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let end = quoted.find('"')?;
+        return Some(quoted[..end].to_owned());
+    }
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$')
+        .collect();
+    (!name.is_empty()).then(|| name.to_lowercase())
 }
 
 /// Split a `search_path` setting ("\"$user\", public") into its entries as written.
@@ -155,12 +180,13 @@ impl Enforcer {
             context: None,
             wants_probe: true,
             refresh_since: None,
+            tx_status: b'I',
+            changed_in_tx: false,
             retried: None,
             encoding_ok: true,
             standard_strings: true,
-            in_transaction: false,
-            path_set_in_transaction: false,
             prepared: HashMap::new(),
+            sql_prepared: HashMap::new(),
             portals: HashMap::new(),
         };
         e.adopt(active);
@@ -224,6 +250,33 @@ impl Enforcer {
         outcome
     }
 
+    /// An `EXECUTE name` whose `PREPARE` would be decided differently now (search_path,
+    /// temp tables, catalog or policy changed since): PostgreSQL would re-resolve the
+    /// names, so refuse rather than run a plan the policy never saw.
+    fn stale_sql_execute(&mut self, outcome: &Outcome) -> Option<ProxyError> {
+        for report in &outcome.statements {
+            let Some(name) = execute_target(&report.normalized) else {
+                continue;
+            };
+            let Some((text, then)) = self.sql_prepared.get(&name).cloned() else {
+                continue;
+            };
+            let now = self.decide(&text).verdict.clone();
+            if now != then {
+                return Some(
+                    ProxyError::error(
+                        "42501",
+                        format!(
+                            "pgveil: the decision for prepared statement \"{name}\" changed since it was prepared (policy, search_path or tables)"
+                        ),
+                    )
+                    .with_hint("DEALLOCATE it and PREPARE it again"),
+                );
+            }
+        }
+        None
+    }
+
     /// A relation was unknown: worth one catalog reload before refusing?
     fn should_refresh_for(&mut self, sql: &str, outcome: &Outcome) -> bool {
         let PolicyVerdict::Deny(d) = &outcome.verdict else {
@@ -247,18 +300,19 @@ impl Enforcer {
         true
     }
 
-    fn apply_effects(&mut self, outcome: &Outcome) {
+    fn apply_effects(&mut self, sql: &str, outcome: &Outcome) {
         for report in &outcome.statements {
             for effect in &report.effects {
                 match effect {
                     SessionEffect::SetSearchPath(path) => {
-                        self.path_set_in_transaction |= self.in_transaction;
                         self.search_path = path.clone();
                         self.context = None;
                         self.wants_probe = true;
+                        self.changed_in_tx |= self.tx_status != b'I';
                     }
                     SessionEffect::ResetSearchPath => {
                         self.wants_probe = true;
+                        self.changed_in_tx |= self.tx_status != b'I';
                     }
                     SessionEffect::SetPurpose(p) => {
                         self.purpose = Some(p.clone()).filter(|p| !p.is_empty());
@@ -271,10 +325,17 @@ impl Enforcer {
                     SessionEffect::CatalogChanged => {
                         self.refresh_since = Some(Instant::now());
                         self.wants_probe = true;
+                        self.changed_in_tx |= self.tx_status != b'I';
                     }
-                    SessionEffect::Prepare { .. }
-                    | SessionEffect::Deallocate { .. }
-                    | SessionEffect::DeclareCursor { .. } => {}
+                    SessionEffect::Prepare { name } => {
+                        self.sql_prepared
+                            .insert(name.clone(), (sql.to_owned(), outcome.verdict.clone()));
+                    }
+                    SessionEffect::Deallocate { name: Some(name) } => {
+                        self.sql_prepared.remove(name);
+                    }
+                    SessionEffect::Deallocate { name: None } => self.sql_prepared.clear(),
+                    SessionEffect::DeclareCursor { .. } => {}
                 }
             }
         }
@@ -374,6 +435,11 @@ impl Enforcer {
             return (Verdict::Retry, PolicyVerdict::Allow);
         }
         metrics().rewrite(started.elapsed().as_secs_f64());
+        if self.restricted {
+            if let Some(e) = self.stale_sql_execute(&outcome) {
+                return (Verdict::Refuse(e), PolicyVerdict::Allow);
+            }
+        }
         let slots = match self.admit(outcome.statements.len()) {
             Ok(s) => s,
             Err(None) => return (Verdict::Retry, PolicyVerdict::Allow),
@@ -427,7 +493,7 @@ impl Enforcer {
             }
         };
         if !matches!(v, Verdict::Refuse(_)) {
-            self.apply_effects(&outcome);
+            self.apply_effects(sql, &outcome);
         }
         (v, outcome.verdict.clone())
     }
@@ -457,10 +523,12 @@ impl SessionHook for Enforcer {
 
     fn on_bind(&mut self, portal: &str, statement: &str) -> Verdict {
         let current = self.shared.current().generation;
+        // Every Bind re-decides (a decision-cache hit when nothing changed): PostgreSQL
+        // re-analyses a prepared statement after a search_path or catalog change, so a
+        // decision taken at Parse time under another path or shadowing table is stale.
         let stale = self
             .prepared
             .get(statement)
-            .filter(|p| p.generation != current)
             .map(|p| (p.sql.clone(), p.verdict.clone()));
         if let Some((sql, old)) = stale {
             let (v, new) = self.verdict(&sql, None);
@@ -472,7 +540,7 @@ impl SessionHook for Enforcer {
                     ProxyError::error(
                         "42501",
                         format!(
-                            "pgveil: the access policy changed since statement \"{statement}\" was prepared"
+                            "pgveil: the access decision for statement \"{statement}\" changed since it was prepared (policy, search_path or tables)"
                         ),
                     )
                     .with_hint("prepare the statement again"),
@@ -573,13 +641,16 @@ impl SessionHook for Enforcer {
     }
 
     fn on_ready(&mut self, status: u8) {
-        // A SET search_path inside a transaction that rolled back is undone by the
-        // server: re-read the real value whenever a transaction ends.
-        if status == b'I' && self.path_set_in_transaction {
+        self.tx_status = status;
+        if self.changed_in_tx {
+            // Inside the transaction a ROLLBACK TO SAVEPOINT may have undone the change;
+            // at its end a ROLLBACK (or an abort) did: re-read what the server uses.
             self.wants_probe = true;
-            self.path_set_in_transaction = false;
+            self.refresh_since.get_or_insert_with(Instant::now);
+            if status == b'I' {
+                self.changed_in_tx = false;
+            }
         }
-        self.in_transaction = status != b'I';
     }
 
     fn on_parameter_status(&mut self, name: &str, value: &str) {

@@ -1,0 +1,179 @@
+//! Every statement the policy crate forwards in its own tests (rewritten or allowed)
+//! must run on a real PostgreSQL: the `testing::rewrite_cases()` list plus every
+//! `sup(…)`/`bi(…)`/`ops(…)` case of policy/src/decide/tests.rs, decided against
+//! `sample_policy()` over `sample_catalog()` and executed in a rolled-back transaction on
+//! a database with the same schema. Statements that need session state (FETCH from a
+//! cursor, EXECUTE of a prepared statement) get a stand-in cursor or statement first.
+
+use harness::postgres;
+use harness::raw;
+use pgveil_policy::decide::{decide, MaskKey, SessionFacts, Verdict};
+use pgveil_policy::testing::{rewrite_cases, sample_catalog, sample_policy};
+
+/// The schema `sample_catalog()` describes.
+const SCHEMA: &str = "
+DROP SCHEMA IF EXISTS audit CASCADE;
+DROP VIEW IF EXISTS customer_names, customer_contacts;
+DROP TABLE IF EXISTS orders, products, customers;
+CREATE TABLE customers (id bigint primary key, name text, id_card text, phone text, email text,
+  bank_card text, address text, birth_date date, vip_level integer, created_at timestamptz);
+CREATE TABLE orders (id bigint primary key, customer_id bigint, amount numeric, ship_phone text,
+  ship_address text, status text, created_at timestamptz);
+CREATE TABLE products (id bigint primary key, title text, price numeric);
+CREATE VIEW customer_names AS SELECT id, name, phone FROM customers;
+CREATE VIEW customer_contacts AS SELECT id, phone FROM customers;
+CREATE SCHEMA audit; CREATE TABLE audit.customers (id bigint, note text);
+CREATE OR REPLACE FUNCTION public.risky(VARIADIC a text[] DEFAULT '{}') RETURNS text LANGUAGE sql AS 'SELECT 1::text';
+CREATE OR REPLACE FUNCTION public.allowed_fn(VARIADIC a text[] DEFAULT '{}') RETURNS text LANGUAGE sql AS 'SELECT 1::text';
+INSERT INTO customers VALUES (1, 'n', '110105194912310021', '13812345678', 'a@example.com',
+  '6222021234567890123', 'addr', '1949-12-31', 1, now());
+CREATE OR REPLACE FUNCTION public.risky(integer) RETURNS text LANGUAGE sql AS 'SELECT 1::text';
+CREATE OR REPLACE FUNCTION public.allowed_fn(integer) RETURNS text LANGUAGE sql AS 'SELECT 1::text';
+INSERT INTO orders VALUES (100, 1, 10, '13812345678', 'addr', 'paid', now());
+INSERT INTO products VALUES (1, 't', 1);
+";
+
+/// Parses the Rust string literal starting at `s` (just after the opening quote).
+fn rust_string(s: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                '\\' => out.push('\\'),
+                '"' => out.push('"'),
+                '\'' => out.push('\''),
+                '0' => out.push('\0'),
+                '\n' => {
+                    while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                        chars.next();
+                    }
+                }
+                other => {
+                    out.push('\\');
+                    out.push(other);
+                }
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// (sql, user, purpose) of every `sup("…")`, `bi("…")`, `ops("…")` in the decide tests.
+fn harvested() -> Vec<(String, &'static str, Option<&'static str>)> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policy/src/decide/tests.rs"
+    ))
+    .expect("read policy/src/decide/tests.rs");
+    let mut out = Vec::new();
+    for (call, user, purpose) in [
+        ("sup(\"", "support_app", Some("customer_service")),
+        ("bi(\"", "bi", None),
+        ("ops(\"", "ops", None),
+    ] {
+        for (i, _) in text.match_indices(call) {
+            let before = text[..i].chars().next_back().unwrap_or(' ');
+            if before.is_alphanumeric() || before == '_' {
+                continue;
+            }
+            if let Some(sql) = rust_string(&text[i + call.len()..]) {
+                out.push((sql, user, purpose));
+            }
+        }
+    }
+    out
+}
+
+/// Parse and describe `sql` (it has parameters, so it cannot run as a simple Query):
+/// PostgreSQL resolves every name and type at this step.
+async fn parse_only(s: &mut tokio::net::TcpStream, sql: &str) -> Vec<raw::Msg> {
+    use tokio::io::AsyncWriteExt;
+    let mut p = vec![0u8];
+    p.extend_from_slice(sql.as_bytes());
+    p.extend_from_slice(&[0, 0, 0]);
+    let mut m = raw::message(b'P', &p);
+    m.extend(raw::message(b'D', b"S\0"));
+    m.extend(raw::message(b'S', &[]));
+    s.write_all(&m).await.expect("send parse");
+    raw::read_until_ready(s).await
+}
+
+#[tokio::test]
+async fn policy_rewrites_run_on_postgres() {
+    let pg = postgres();
+    let db = "policy_rewrites";
+    pg.create_database(db);
+    pg.psql_admin(db, SCHEMA);
+    let policy = sample_policy();
+    let catalog = sample_catalog();
+    let key = MaskKey::new(b"test-key");
+    let path = vec!["\"$user\"".to_string(), "public".to_string()];
+    let mut cases: Vec<(String, &str, Option<&str>, bool)> = rewrite_cases()
+        .into_iter()
+        .map(|(s, u, p)| (s.to_string(), u, p, true))
+        .collect();
+    let harvested = harvested();
+    assert!(harvested.len() >= 50, "harvested only {}", harvested.len());
+    cases.extend(harvested.into_iter().map(|(s, u, p)| (s, u, p, false)));
+
+    let (mut s, _, _) = raw::login(pg.port, "postgres", db).await;
+    let mut fails = Vec::new();
+    let mut executed = 0;
+    for (sql, user, purpose, must_pass) in &cases {
+        let facts = SessionFacts {
+            user,
+            role: policy.role_for_user(user),
+            purpose: *purpose,
+            search_path: &path,
+            temp_schema: None,
+        };
+        let outcome = decide(&policy, &facts, &catalog, &key, sql);
+        let text = match &outcome.verdict {
+            Verdict::Allow => sql.clone(),
+            Verdict::Rewrite(t) => t.clone(),
+            Verdict::Deny(d) => {
+                if *must_pass {
+                    fails.push(format!("{user}: {sql}\n    denied: {}", d.message));
+                }
+                continue;
+            }
+        };
+        raw::simple(&mut s, "BEGIN").await;
+        let upper = text.trim_start().to_ascii_uppercase();
+        if ["FETCH", "MOVE", "CLOSE"]
+            .iter()
+            .any(|k| upper.starts_with(k))
+        {
+            raw::simple(&mut s, "DECLARE c CURSOR FOR SELECT 1").await;
+        }
+        if upper.starts_with("EXECUTE") {
+            raw::simple(&mut s, "PREPARE p(int) AS SELECT $1").await;
+        }
+        let msgs = if text.contains("$1") {
+            parse_only(&mut s, &text).await
+        } else {
+            raw::simple(&mut s, &text).await
+        };
+        raw::simple(&mut s, "ROLLBACK; DEALLOCATE ALL").await;
+        executed += 1;
+        if let Some(e) = msgs.iter().find(|m| m.tag == b'E') {
+            fails.push(format!(
+                "{user}: {sql}\n    forwarded: {text}\n    postgres: {} {}",
+                e.sqlstate().unwrap_or_default(),
+                e.field(b'M').unwrap_or_default()
+            ));
+        }
+    }
+    assert!(executed >= 40, "only {executed} statements executed");
+    assert!(
+        fails.is_empty(),
+        "{} of {executed} forwarded statements fail on PostgreSQL:\n{}",
+        fails.len(),
+        fails.join("\n")
+    );
+}
