@@ -11,6 +11,7 @@ pub mod certs;
 pub mod pg;
 pub mod proxy;
 pub mod raw;
+pub mod shop;
 
 pub use certs::TestCerts;
 pub use pg::{postgres, Postgres};

@@ -69,8 +69,16 @@ fn every_deploy_file_parses() {
             errors.push(e);
         }
     }
-    assert!(checked >= 5, "expected deploy files under {}", deploy_dir().display());
-    assert!(errors.is_empty(), "invalid deploy files:\n{}", errors.join("\n"));
+    assert!(
+        checked >= 5,
+        "expected deploy files under {}",
+        deploy_dir().display()
+    );
+    assert!(
+        errors.is_empty(),
+        "invalid deploy files:\n{}",
+        errors.join("\n")
+    );
 }
 
 /// Kubernetes manifests need apiVersion, kind and metadata.name (kustomization files only
@@ -130,11 +138,17 @@ fn kubernetes_grace_covers_prestop_and_shutdown_grace() {
     let config = yaml_docs(&dir.join("configmap.yaml")).expect("configmap parses");
     let data = &config[0]["data"];
     let grace_ms = shutdown_grace_ms(
-        data["pgveil.toml"].as_str().expect("configmap has pgveil.toml"),
+        data["pgveil.toml"]
+            .as_str()
+            .expect("configmap has pgveil.toml"),
         "configmap pgveil.toml",
     );
-    toml::from_str::<toml::Table>(data["policy.toml"].as_str().expect("configmap has policy.toml"))
-        .expect("configmap policy.toml parses");
+    toml::from_str::<toml::Table>(
+        data["policy.toml"]
+            .as_str()
+            .expect("configmap has policy.toml"),
+    )
+    .expect("configmap policy.toml parses");
 
     let deployment = yaml_docs(&dir.join("deployment.yaml")).expect("deployment parses");
     let pod = &deployment[0]["spec"]["template"]["spec"];
@@ -149,8 +163,14 @@ fn kubernetes_grace_covers_prestop_and_shutdown_grace() {
         termination_s * 1000 > prestop_s * 1000 + grace_ms,
         "terminationGracePeriodSeconds={termination_s} must exceed preStop {prestop_s}s + shutdown_grace_ms={grace_ms}"
     );
-    assert_eq!(container["readinessProbe"]["httpGet"]["path"].as_str(), Some("/readyz"));
-    assert_eq!(container["livenessProbe"]["httpGet"]["path"].as_str(), Some("/healthz"));
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
     assert_eq!(
         container["securityContext"]["readOnlyRootFilesystem"].as_bool(),
         Some(true)
