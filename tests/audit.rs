@@ -506,21 +506,45 @@ async fn http_sink_receives_the_chain() {
     verify(&[copy], Some(DEFAULT_GENESIS)).expect("collected chain verifies");
 }
 
+/// `audit_events_total{sink="queue",result="dropped"}` of this process.
+fn dropped_events() -> f64 {
+    let text = pgveil::metrics::metrics()
+        .encode_text()
+        .expect("encode metrics");
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find(|l| {
+            l.starts_with("pgveil_audit_events_total{")
+                && l.contains("result=\"dropped\"")
+                && l.contains("sink=\"queue\"")
+        })
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `[audit]` with one HTTP sink pointing at a port where nothing listens.
+fn dead_sink_config(on_failure: &str) -> String {
+    let dead = free_port();
+    format!(
+        "[audit]\non_failure = \"{on_failure}\"\nqueue_capacity = 2\nblock_timeout_ms = 200\n\
+         retry_initial_ms = 10\nretry_max_ms = 100\n[[audit.sinks]]\nkind = \"http\"\n\
+         url = \"http://127.0.0.1:{dead}/ingest\"\nbatch_max_events = 1\nbatch_max_ms = 10\n\
+         timeout_ms = 200\n"
+    )
+}
+
 #[tokio::test]
 async fn on_failure_drop_keeps_serving_with_a_dead_sink() {
     let db = "audit_drop";
     setup_shop(db);
-    let dead = free_port();
     let proxy = start_proxy(ProxyOptions {
         policy: Some(shop_policy()),
-        extra: format!(
-            "[audit]\non_failure = \"drop\"\nqueue_capacity = 4\nretry_initial_ms = 10\n\
-             retry_max_ms = 100\n[[audit.sinks]]\nkind = \"http\"\n\
-             url = \"http://127.0.0.1:{dead}/ingest\"\nbatch_max_ms = 10\ntimeout_ms = 200\n"
-        ),
+        extra: dead_sink_config("drop"),
         ..Default::default()
     })
     .await;
+    let dropped_before = dropped_events();
     let support = proxy.connect("support_app", db).await;
     let served = tokio::time::timeout(Duration::from_secs(30), async {
         for _ in 0..30 {
@@ -536,4 +560,49 @@ async fn on_failure_drop_keeps_serving_with_a_dead_sink() {
     let auditor = &proxy.assembled.as_ref().expect("assembled").auditor;
     assert!(!auditor.is_healthy(), "the dead sink is reported unhealthy");
     assert_eq!(auditor.failing_sinks(), vec!["http".to_owned()]);
+    assert!(
+        dropped_events() > dropped_before,
+        "the queue overflowed and the lost events were counted"
+    );
+}
+
+#[tokio::test]
+async fn on_failure_block_refuses_statements_with_a_dead_sink() {
+    let db = "audit_block";
+    setup_shop(db);
+    let proxy = start_proxy(ProxyOptions {
+        policy: Some(shop_policy()),
+        extra: dead_sink_config("block"),
+        ..Default::default()
+    })
+    .await;
+    // The session itself may already be refused (its session_start cannot be recorded);
+    // either way no statement may run unrecorded.
+    let dsn = proxy.dsn("support_app", db);
+    let refused = tokio::time::timeout(Duration::from_secs(30), async {
+        let Ok((client, conn)) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await else {
+            return true;
+        };
+        tokio::spawn(conn);
+        for _ in 0..30 {
+            match client
+                .query("SELECT phone FROM customers WHERE id = 1", &[])
+                .await
+            {
+                Ok(_) => {}
+                Err(e) => {
+                    let code = e.as_db_error().map(|d| d.code().code().to_owned());
+                    assert_eq!(code.as_deref(), Some("58000"), "{e}");
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await
+    .expect("block mode answers within its timeout");
+    assert!(
+        refused,
+        "block mode must refuse statements it cannot record"
+    );
 }
