@@ -144,10 +144,7 @@ fn demo(port: u16) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::demo::run(crate::demo::DemoOptions {
-        port,
-        hooks: None,
-    })) {
+    match runtime.block_on(crate::demo::run(crate::demo::DemoOptions { port, hooks: None })) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pgveil demo: {e:#}");

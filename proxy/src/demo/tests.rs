@@ -36,9 +36,7 @@ async fn demo_starts_serves_the_shop_data_and_cleans_up() {
     }
     let opts = DemoOptions {
         port: free_port().expect("a free port"),
-        hooks: Some(Box::new(|_cfg: &Config| {
-            Ok(Arc::new(PassThrough) as Arc<dyn HookFactory>)
-        })),
+        hooks: Some(Box::new(|_cfg: &Config| Ok(Arc::new(PassThrough) as Arc<dyn HookFactory>))),
     };
     let demo = Demo::start(&opts, Progress::Quiet)
         .await
@@ -162,9 +160,7 @@ async fn failed_startup_leaves_nothing_behind() {
     }
     let opts = DemoOptions {
         port: free_port().expect("a free port"),
-        hooks: Some(Box::new(|_cfg: &Config| {
-            anyhow::bail!("no enforcement today")
-        })),
+        hooks: Some(Box::new(|_cfg: &Config| anyhow::bail!("no enforcement today"))),
     };
     let before = demo_dirs();
     let err = Demo::start(&opts, Progress::Quiet)
@@ -203,9 +199,7 @@ async fn a_taken_proxy_port_fails_before_postgres_starts() {
     let port = taken.local_addr().expect("its address").port();
     let opts = DemoOptions {
         port,
-        hooks: Some(Box::new(|_cfg: &Config| {
-            Ok(Arc::new(PassThrough) as Arc<dyn HookFactory>)
-        })),
+        hooks: Some(Box::new(|_cfg: &Config| Ok(Arc::new(PassThrough) as Arc<dyn HookFactory>))),
     };
     let before = demo_dirs();
     let started = Instant::now();
