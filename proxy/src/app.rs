@@ -227,7 +227,9 @@ pub fn spawn_health_checks(
                 async move {
                     metrics().unmatched_tags(unmatched.len());
                     if n == 0 {
-                        Err("no catalog snapshot loaded yet".to_owned())
+                        // Snapshots load with the first session of each database; a
+                        // fresh proxy must become ready without traffic.
+                        Ok("no database cached yet (loaded on first session)".to_owned())
                     } else if unmatched.is_empty() {
                         Ok(format!("{n} database(s) cached"))
                     } else {

@@ -137,8 +137,7 @@ fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         builder.worker_threads(workers.max(1));
     }
-    match builder.enable_all().build()
-    {
+    match builder.enable_all().build() {
         Ok(r) => Some(r),
         Err(e) => {
             eprintln!("pgveil: cannot start the async runtime: {e}");

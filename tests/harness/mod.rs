@@ -12,6 +12,7 @@ pub mod pg;
 pub mod proxy;
 pub mod raw;
 pub mod shop;
+pub mod small_shop;
 
 pub use certs::TestCerts;
 pub use pg::{postgres, Postgres};

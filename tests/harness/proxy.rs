@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use pgveil::audit::Auditor;
 use pgveil::config::Config;
 use pgveil::hook::{HookFactory, PassThrough};
 use pgveil::server::{ProxyContext, Server};
@@ -60,6 +61,9 @@ pub struct ProxyHandle {
     pub dir: PathBuf,
     /// Policy enforcement, when started with a policy.
     pub enforcement: Option<Arc<pgveil::enforce::Enforcement>>,
+    /// What `pgveil::app::assemble` built (hooks, enforcement, audit stream), when
+    /// started with a policy; health checks and audit tests need it.
+    pub assembled: Option<pgveil::app::Assembled>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -175,15 +179,22 @@ pub async fn start_proxy_with_hooks(
     let path = dir.join("pgveil.toml");
     std::fs::write(&path, &text).expect("write pgveil.toml");
     let cfg = Config::parse(&text, &path, &dir).unwrap_or_else(|e| panic!("config: {e}\n{text}"));
-    let (hooks, enforcement) = if cfg.policy.is_some() {
-        let a = pgveil::app::assemble(&cfg, true)
-            .await
-            .unwrap_or_else(|e| panic!("policy: {e:#}"));
-        (a.hooks, a.enforcement)
+    let assembled = if cfg.policy.is_some() {
+        Some(
+            pgveil::app::assemble(&cfg, true)
+                .await
+                .unwrap_or_else(|e| panic!("policy: {e:#}")),
+        )
     } else {
-        (hooks, None)
+        None
     };
-    let server = Server::bind(&cfg, hooks).await.expect("bind proxy");
+    let (hooks, enforcement, auditor) = match &assembled {
+        Some(a) => (a.hooks.clone(), a.enforcement.clone(), a.auditor.clone()),
+        None => (hooks, None, Auditor::disabled()),
+    };
+    let server = Server::bind_with_audit(&cfg, hooks, auditor)
+        .await
+        .expect("bind proxy");
     let addr = server.local_addr();
     let ctx = server.context();
     let task = tokio::spawn(server.run());
@@ -193,6 +204,7 @@ pub async fn start_proxy_with_hooks(
         certs,
         dir,
         enforcement,
+        assembled,
         task: Some(task),
     }
 }

@@ -463,9 +463,12 @@ impl Enforcer {
             }
             None => {
                 // Extended protocol: a refused Parse never executes, so its event is
-                // written now; allowed statements are audited at each Execute.
+                // written (and counted) now; allowed statements are audited at each Execute.
                 if reason.is_some() {
                     for r in &outcome.statements {
+                        if let Some(m) = &self.role_metrics {
+                            m.query(r.kind, QueryDecision::Deny, started.elapsed().as_secs_f64());
+                        }
                         let mut ev = self.event(r);
                         ev.reason = reason.map(str::to_owned);
                         ev.sqlstate = Some("42501".into());
