@@ -229,7 +229,9 @@ pub fn spawn_health_checks(
                     if n == 0 {
                         // Snapshots load with the first session of each database; a
                         // fresh proxy must become ready without traffic.
-                        Ok::<String, String>("no database cached yet (loaded on first session)".to_owned())
+                        Ok::<String, String>(
+                            "no database cached yet (loaded on first session)".to_owned(),
+                        )
                     } else if unmatched.is_empty() {
                         Ok(format!("{n} database(s) cached"))
                     } else {
