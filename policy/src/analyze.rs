@@ -1121,6 +1121,14 @@ impl<'a> Walker<'a> {
                                     "TABLESAMPLE, ONLY or * on a relation with protected columns",
                                 );
                             }
+                            if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+                                // `AS c(a, b, …)` renames columns by position, so a denied
+                                // or masked column would be read under another name that
+                                // the name-based checks cannot see.
+                                self.unsupported(
+                                    "a column alias list on a relation with protected columns",
+                                );
+                            }
                             self.replace_relation(name, &rel, alias.is_none());
                         } else {
                             self.qualify(name, &rel);
