@@ -94,27 +94,8 @@ fn from_tokens<'t>(tokens: impl IntoIterator<Item = &'t Token>) -> String {
             | Token::Whitespace(Whitespace::MultiLineComment(_))
             | Token::Whitespace(_) => space = true,
             Token::EOF => {}
-            Token::Number(..)
-            | Token::SingleQuotedString(_)
-            | Token::DoubleQuotedString(_)
-            | Token::TripleSingleQuotedString(_)
-            | Token::TripleDoubleQuotedString(_)
-            | Token::DollarQuotedString(_)
-            | Token::SingleQuotedByteStringLiteral(_)
-            | Token::DoubleQuotedByteStringLiteral(_)
-            | Token::TripleSingleQuotedByteStringLiteral(_)
-            | Token::TripleDoubleQuotedByteStringLiteral(_)
-            | Token::SingleQuotedRawStringLiteral(_)
-            | Token::DoubleQuotedRawStringLiteral(_)
-            | Token::TripleSingleQuotedRawStringLiteral(_)
-            | Token::TripleDoubleQuotedRawStringLiteral(_)
-            | Token::NationalStringLiteral(_)
-            | Token::QuoteDelimitedStringLiteral(_)
-            | Token::NationalQuoteDelimitedStringLiteral(_)
-            | Token::EscapedStringLiteral(_)
-            | Token::UnicodeStringLiteral(_)
-            | Token::HexStringLiteral(_)
-            | Token::CopyData { .. } => push_piece(&mut out, "?", &mut space),
+            Token::Number(..) => push_piece(&mut out, "?", &mut space),
+            lit if crate::lexical::is_literal_text(lit) => push_piece(&mut out, "?", &mut space),
             other => push_piece(&mut out, &other.to_string(), &mut space),
         }
     }
