@@ -133,27 +133,10 @@ fn forbidden_startup_setting(params: &[(String, String)]) -> Option<String> {
                 && !value.eq_ignore_ascii_case("unicode"))
             || (name == "standard_conforming_strings" && !value.eq_ignore_ascii_case("on"))
     };
-    for (k, v) in params {
-        if k == "options" {
-            let mut words = v.split_whitespace();
-            while let Some(w) = words.next() {
-                let setting = if w == "-c" {
-                    words.next().unwrap_or("")
-                } else if let Some(rest) = w.strip_prefix("-c").or_else(|| w.strip_prefix("--")) {
-                    rest
-                } else {
-                    continue;
-                };
-                let (name, value) = setting.split_once('=').unwrap_or((setting, ""));
-                if bad_value(name, value) {
-                    return Some(name.to_owned());
-                }
-            }
-        } else if bad_value(k, v) {
-            return Some(k.clone());
-        }
-    }
-    None
+    session::startup_settings(params)
+        .into_iter()
+        .find(|(name, value)| bad_value(name, value))
+        .map(|(name, _)| name.to_owned())
 }
 
 /// The hook factory that enforces the policy.

@@ -83,26 +83,40 @@ pub struct Enforcer {
 }
 
 fn purpose_from_startup(params: &[(String, String)]) -> Option<String> {
-    if let Some((_, v)) = params.iter().find(|(k, _)| k == "pgveil.purpose") {
-        return Some(v.clone()).filter(|v| !v.is_empty());
-    }
-    let options = params.iter().find(|(k, _)| k == "options")?.1.as_str();
-    let mut words = options.split_whitespace();
-    while let Some(w) = words.next() {
-        let setting = if w == "-c" {
-            words.next()?
-        } else if let Some(rest) = w.strip_prefix("-c") {
-            rest
-        } else if let Some(rest) = w.strip_prefix("--") {
-            rest
-        } else {
-            continue;
-        };
-        if let Some(v) = setting.strip_prefix("pgveil.purpose=") {
-            return Some(v.to_owned()).filter(|v| !v.is_empty());
+    startup_settings(params)
+        .into_iter()
+        .find(|(k, _)| *k == "pgveil.purpose")
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Every setting a StartupMessage makes: its parameters (except `options`) first, then
+/// the `-c name=value` / `--name=value` settings inside `options`, as the server reads
+/// them.
+pub(crate) fn startup_settings(params: &[(String, String)]) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = params
+        .iter()
+        .filter(|(k, _)| k != "options")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    for (_, options) in params.iter().filter(|(k, _)| k == "options") {
+        let mut words = options.split_whitespace();
+        while let Some(w) = words.next() {
+            let setting = if w == "-c" {
+                words.next().unwrap_or("")
+            } else if let Some(rest) = w.strip_prefix("-c").or_else(|| w.strip_prefix("--")) {
+                rest
+            } else {
+                continue;
+            };
+            if let Some((name, value)) = setting.split_once('=') {
+                out.push((name, value));
+            } else if !setting.is_empty() {
+                out.push((setting, ""));
+            }
         }
     }
-    None
+    out
 }
 
 /// The statement name of an `EXECUTE name [(…)]` statement (normalized text), folded
