@@ -6,18 +6,39 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use pgveil_policy::decide::{decide, MaskKey, SessionFacts, Verdict};
 use pgveil_policy::testing::{sample_catalog, sample_policy};
 
+/// The sample policy and demo catalog, decided for a support agent.
+struct Fixture {
+    policy: pgveil_policy::model::Policy,
+    catalog: pgveil_policy::catalog::StaticCatalog,
+    key: MaskKey,
+    path: Vec<String>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            policy: sample_policy(),
+            catalog: sample_catalog(),
+            key: MaskKey::new(b"bench-key"),
+            path: vec!["\"$user\"".to_string(), "public".to_string()],
+        }
+    }
+
+    fn facts(&self) -> SessionFacts<'_> {
+        SessionFacts {
+            user: "support_app",
+            role: self.policy.role_for_user("support_app"),
+            purpose: Some("customer_service"),
+            search_path: &self.path,
+            temp_schema: None,
+        }
+    }
+}
+
 fn bench_decide(c: &mut Criterion) {
-    let policy = sample_policy();
-    let catalog = sample_catalog();
-    let key = MaskKey::new(b"bench-key");
-    let path = vec!["\"$user\"".to_string(), "public".to_string()];
-    let facts = SessionFacts {
-        user: "support_app",
-        role: policy.role_for_user("support_app"),
-        purpose: Some("customer_service"),
-        search_path: &path,
-        temp_schema: None,
-    };
+    let fx = Fixture::new();
+    let (policy, catalog, key) = (&fx.policy, &fx.catalog, &fx.key);
+    let facts = fx.facts();
     let cases = [
         ("point_select", "SELECT name, phone FROM customers c WHERE c.id = $1"),
         (
@@ -35,37 +56,27 @@ fn bench_decide(c: &mut Criterion) {
         ),
     ];
     for (name, sql) in cases {
-        let probe = decide(&policy, &facts, &catalog, &key, sql);
+        let probe = decide(policy, &facts, catalog, key, sql);
         assert!(
             !matches!(probe.verdict, Verdict::Deny(_)),
             "{name}: {:?}",
             probe.verdict
         );
         c.bench_function(name, |b| {
-            b.iter(|| decide(&policy, &facts, &catalog, &key, std::hint::black_box(sql)))
+            b.iter(|| decide(policy, &facts, catalog, key, std::hint::black_box(sql)))
         });
     }
 }
 
 fn bench_cache_hit(c: &mut Criterion) {
     use pgveil::enforce::cache::{context_hash, DecisionCache};
-    let policy = sample_policy();
-    let catalog = sample_catalog();
-    let key = MaskKey::new(b"bench-key");
-    let path = vec!["\"$user\"".to_string(), "public".to_string()];
-    let facts = SessionFacts {
-        user: "support_app",
-        role: policy.role_for_user("support_app"),
-        purpose: Some("customer_service"),
-        search_path: &path,
-        temp_schema: None,
-    };
+    let fx = Fixture::new();
+    let (policy, catalog, key) = (&fx.policy, &fx.catalog, &fx.key);
+    let facts = fx.facts();
     let sql = "SELECT name, phone FROM customers c WHERE c.id = $1";
     let cache = DecisionCache::new(50_000);
-    let context = context_hash(1, 1, "support", Some("customer_service"), &path, None);
-    cache.get_or_insert_with(context, sql, || {
-        decide(&policy, &facts, &catalog, &key, sql)
-    });
+    let context = context_hash(1, 1, "support", Some("customer_service"), &fx.path, None);
+    cache.get_or_insert_with(context, sql, || decide(policy, &facts, catalog, key, sql));
     c.bench_function("decision_cache_hit", |b| {
         b.iter(|| {
             cache.get_or_insert_with(context, std::hint::black_box(sql), || {
