@@ -647,12 +647,13 @@ impl SessionHook for Enforcer {
                 m.masked(class, 1);
             }
         }
-        let mut ev = self.event(&report);
-        ev.reason = reason.map(str::to_owned);
-        ev.rows = rows;
-        ev.sqlstate = sqlstate;
-        ev.duration_ms = Some(seconds * 1000.0);
-        if let Some(slot) = slot {
+        // Without audit sinks the slot discards the event: do not build it.
+        if let Some(slot) = slot.filter(|_| self.shared.auditor.is_enabled()) {
+            let mut ev = self.event(&report);
+            ev.reason = reason.map(str::to_owned);
+            ev.rows = rows;
+            ev.sqlstate = sqlstate;
+            ev.duration_ms = Some(seconds * 1000.0);
             slot.record(ev);
         }
     }
