@@ -7,6 +7,7 @@
 //! still get reports.
 
 use std::fmt;
+use std::sync::Arc;
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -47,8 +48,8 @@ pub struct SessionFacts<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub verdict: Verdict,
-    /// One report per statement, in order.
-    pub statements: Vec<StatementReport>,
+    /// One report per statement, in order (shared: cached outcomes hand them out).
+    pub statements: Arc<[StatementReport]>,
 }
 
 /// What the proxy does with the text.
@@ -220,8 +221,21 @@ pub fn decide(
     key: &MaskKey,
     sql: &str,
 ) -> Outcome {
+    decide_with_edits(policy, session, catalog, key, sql).0
+}
+
+/// [`decide`], plus the edits a `Rewrite` verdict applied to `sql` (empty otherwise):
+/// [`crate::shape`] needs them to reuse the decision for other constants.
+pub(crate) fn decide_with_edits(
+    policy: &Policy,
+    session: &SessionFacts,
+    catalog: &dyn Catalog,
+    key: &MaskKey,
+    sql: &str,
+) -> (Outcome, Vec<rewrite::Edit>) {
+    let no_edits = |o: Outcome| (o, Vec::new());
     let Some(role) = session.role else {
-        return Outcome {
+        return no_edits(Outcome {
             verdict: Verdict::Deny(denial(
                 DenyReason::NoRole,
                 "42501",
@@ -230,8 +244,8 @@ pub fn decide(
                     session.user
                 ),
             )),
-            statements: vec![unparsed_report(sql, Decision::Deny)],
-        };
+            statements: vec![unparsed_report(sql, Decision::Deny)].into(),
+        });
     };
     let restricted = role.is_restricted(policy);
     let cannot = |msg: String| {
@@ -243,15 +257,15 @@ pub fn decide(
     };
     let refuse_or_pass = |msg: String| {
         if restricted {
-            Outcome {
+            no_edits(Outcome {
                 verdict: Verdict::Deny(cannot(msg)),
-                statements: vec![unparsed_report(sql, Decision::Deny)],
-            }
+                statements: vec![unparsed_report(sql, Decision::Deny)].into(),
+            })
         } else {
-            Outcome {
+            no_edits(Outcome {
                 verdict: Verdict::Allow,
-                statements: vec![unparsed_report(sql, Decision::Allow)],
-            }
+                statements: vec![unparsed_report(sql, Decision::Allow)].into(),
+            })
         }
     };
 
@@ -279,10 +293,10 @@ pub fn decide(
         Err(e) => return refuse_or_pass(e.to_string()),
     };
     if stmts.is_empty() {
-        return Outcome {
+        return no_edits(Outcome {
             verdict: Verdict::Allow,
-            statements: Vec::new(),
-        };
+            statements: Vec::new().into(),
+        });
     }
 
     let mut search_path: Vec<String> = session.search_path.to_vec();
@@ -355,14 +369,21 @@ pub fn decide(
                 for r in &mut reports {
                     r.decision = Decision::Deny;
                 }
+                edits.clear();
                 Verdict::Deny(cannot(why))
             }
         },
     };
-    Outcome {
-        verdict,
-        statements: reports,
+    if !matches!(verdict, Verdict::Rewrite(_)) {
+        edits.clear();
     }
+    (
+        Outcome {
+            verdict,
+            statements: reports.into(),
+        },
+        edits,
+    )
 }
 
 /// Grants, purpose and analysis findings → the first reason to refuse, if any.

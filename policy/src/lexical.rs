@@ -21,6 +21,9 @@ pub struct Region {
 pub struct Scan {
     /// Opaque regions in text order.
     pub regions: Vec<Region>,
+    /// Numeric constants outside opaque regions, in text order (PostgreSQL's extent:
+    /// digits, `_`, a fraction and an exponent).
+    pub numbers: Vec<Region>,
     /// Why the text must not be trusted to mean the same to sqlparser and PostgreSQL.
     pub problem: Option<String>,
 }
@@ -121,7 +124,9 @@ pub fn scan(text: &str) -> Scan {
             }
             i = j;
         } else if c.is_ascii_digit() || (c == b'.' && next.is_some_and(|d| d.is_ascii_digit())) {
-            i = end_of_number(b, i);
+            let j = end_of_number(b, i);
+            out.numbers.push(Region { start: i, end: j });
+            i = j;
         } else if c == b'$' {
             if next.is_some_and(|d| d.is_ascii_digit()) {
                 let mut j = i + 1;

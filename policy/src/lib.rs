@@ -15,6 +15,7 @@
 //! - [`analyze`]: SQL → statements with kind, relations, columns and functions.
 //! - [`decide`]: analysis + role → allow / rewrite / deny with an access report.
 //! - [`rewrite`]: derived-table rewrite spliced into the original SQL text.
+//! - [`shape`]: decisions reused for every value of a statement's numeric constants.
 //! - [`redact`]: literal stripping and fingerprints for the audit log.
 //! - [`lexical`]: PostgreSQL-faithful delimiting of comments/literals, checked against sqlparser.
 //! - [`functions`]: built-in functions and catalog relations refused to restricted roles.
@@ -32,5 +33,6 @@ pub mod mask;
 pub mod model;
 pub mod redact;
 pub mod rewrite;
+pub mod shape;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

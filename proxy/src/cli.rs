@@ -131,11 +131,18 @@ pub fn main() -> ExitCode {
 }
 
 /// The tokio runtime of `run` and `demo` with `workers` threads (None: reported on
-/// stderr). `TOKIO_WORKER_THREADS` in the environment still overrides it.
+/// stderr). `TOKIO_WORKER_THREADS` in the environment still overrides it. One worker is
+/// a current-thread runtime: every task runs on the thread that accepts, so a wake-up
+/// never crosses threads and the scheduler does no work-stealing bookkeeping.
 fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        builder.worker_threads(workers.max(1));
+    let from_env = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
+    let mut builder = if workers <= 1 && !from_env {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if !from_env && workers > 1 {
+        builder.worker_threads(workers);
     }
     match builder.enable_all().build() {
         Ok(r) => Some(r),

@@ -31,6 +31,9 @@ pub(crate) struct Chain {
     prev_hash: String,
     /// Longest `query` kept, in bytes; longer ones are cut (after literal stripping).
     max_query_bytes: usize,
+    /// `ts` of the last line up to the seconds (`2026-11-24T10:00:00.`) and the Unix
+    /// second it stands for: most lines of a batch share it, so only millis are formatted.
+    ts_second: Option<(u64, String)>,
 }
 
 /// The last valid line of an existing log, from which a restarted writer continues.
@@ -51,14 +54,40 @@ impl Chain {
             next_seq,
             prev_hash,
             max_query_bytes,
+            ts_second: None,
         }
+    }
+
+    /// `t` as RFC 3339 UTC with milliseconds, reusing the formatted second.
+    fn stamp(&mut self, t: std::time::SystemTime) -> String {
+        let d = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(std::time::Duration::ZERO);
+        let secs = d.as_secs();
+        let prefix = match &self.ts_second {
+            Some((s, p)) if *s == secs => p,
+            _ => {
+                let mut full = rfc3339_millis(t);
+                // Drop "mmmZ": keep up to and including the dot.
+                full.truncate(full.len() - 4);
+                &self.ts_second.insert((secs, full)).1
+            }
+        };
+        let mut ts = String::with_capacity(prefix.len() + 4);
+        ts.push_str(prefix);
+        let ms = d.subsec_millis();
+        ts.push(char::from(b'0' + (ms / 100) as u8));
+        ts.push(char::from(b'0' + (ms / 10 % 10) as u8));
+        ts.push(char::from(b'0' + (ms % 10) as u8));
+        ts.push('Z');
+        ts
     }
 
     /// Appends the sealed line for `ev` (with its trailing newline) to `out`. `ts` is
     /// stamped now when the event has none; literals left in `query` become `?` and a
     /// query longer than `max_query_bytes` is cut.
     pub fn append(&mut self, ev: &AuditEvent, out: &mut Vec<u8>) {
-        let ts = rfc3339_millis(ev.ts.unwrap_or_else(std::time::SystemTime::now));
+        let ts = self.stamp(ev.ts.unwrap_or_else(std::time::SystemTime::now));
         let query = ev
             .query
             .as_deref()
@@ -89,8 +118,7 @@ impl Chain {
             prev_hash: &self.prev_hash,
         };
         let start = out.len();
-        serde_json::to_writer(&mut *out, &line)
-            .expect("strings, numbers and JSON values always serialize into memory");
+        line.write(out);
         let hash = hex::encode(Sha256::digest(&out[start..]));
         out.pop();
         out.extend_from_slice(b",\"hash\":\"");
@@ -148,6 +176,113 @@ struct LineRef<'a> {
     sqlstate: Option<&'a str>,
     details: Option<&'a serde_json::Value>,
     prev_hash: &'a str,
+}
+
+impl LineRef<'_> {
+    /// Appends the line without `hash` (`{…,"prev_hash":"…"}`), byte for byte what
+    /// `serde_json::to_writer` makes of it, without its per-field machinery.
+    fn write(&self, out: &mut Vec<u8>) {
+        fn key(out: &mut Vec<u8>, first: bool, name: &str) {
+            if !first {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        }
+        fn opt_str(out: &mut Vec<u8>, name: &str, v: Option<&str>) {
+            key(out, false, name);
+            match v {
+                Some(v) => push_json_str(out, v),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        fn list(out: &mut Vec<u8>, first: bool, name: &str, v: &[String]) {
+            key(out, first, name);
+            out.push(b'[');
+            for (i, s) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_json_str(out, s);
+            }
+            out.push(b']');
+        }
+        fn value<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+            serde_json::to_writer(&mut *out, v)
+                .expect("numbers and JSON values always serialize into memory");
+        }
+        out.push(b'{');
+        key(out, true, "seq");
+        out.extend_from_slice(self.seq.to_string().as_bytes());
+        opt_str(out, "ts", Some(self.ts));
+        opt_str(out, "event", Some(self.event.as_str()));
+        opt_str(out, "session", self.session);
+        opt_str(out, "user", self.user);
+        opt_str(out, "role", self.role);
+        opt_str(out, "client", self.client);
+        opt_str(out, "application", self.application);
+        opt_str(out, "database", self.database);
+        opt_str(out, "purpose", self.purpose);
+        opt_str(out, "kind", self.kind);
+        opt_str(out, "decision", self.decision);
+        opt_str(out, "reason", self.reason);
+        opt_str(out, "query", self.query);
+        opt_str(out, "fingerprint", self.fingerprint);
+        list(out, false, "tables", self.tables);
+        key(out, false, "columns");
+        out.push(b'{');
+        list(out, true, "masked", &self.columns.masked);
+        list(out, false, "raw", &self.columns.raw);
+        list(out, false, "denied", &self.columns.denied);
+        out.push(b'}');
+        list(out, false, "classes", self.classes);
+        key(out, false, "rows");
+        match self.rows {
+            Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        key(out, false, "duration_ms");
+        value(out, &self.duration_ms);
+        opt_str(out, "sqlstate", self.sqlstate);
+        key(out, false, "details");
+        value(out, &self.details);
+        opt_str(out, "prev_hash", Some(self.prev_hash));
+        out.push(b'}');
+    }
+}
+
+/// Appends `s` as a JSON string, escaped exactly as serde_json does (quote, backslash and
+/// control characters; everything else, non-ASCII included, as is).
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        run = i + 1;
+    }
+    out.extend_from_slice(&bytes[run..]);
+    out.push(b'"');
 }
 
 /// The chain members of a line that passed [`check_line`].
@@ -273,6 +408,73 @@ mod tests {
             user: Some("support_app".into()),
             query: Some(query.into()),
             ..AuditEvent::default()
+        }
+    }
+
+    #[test]
+    fn hand_written_lines_are_what_serde_json_writes() {
+        let odd = "q\"uo\\te \n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f} 张三 é /";
+        let tables = vec!["public.customers".to_string(), odd.to_string()];
+        let columns = Columns {
+            masked: vec!["public.customers.phone".into()],
+            raw: vec![],
+            denied: vec![odd.into(), "x".into()],
+        };
+        let details = serde_json::json!({"dropped": 3, "why": odd});
+        for (rows, duration, with_details) in [
+            (None, None, false),
+            (Some(7), Some(0.41), true),
+            (Some(0), Some(1.0), false),
+        ] {
+            let line = LineRef {
+                seq: 42,
+                ts: "2026-11-24T10:00:00.123Z",
+                event: EventKind::Statement,
+                session: Some("7f3a"),
+                user: Some(odd),
+                role: None,
+                client: Some("127.0.0.1:5000"),
+                application: Some(odd),
+                database: Some("shop"),
+                purpose: None,
+                kind: Some("select"),
+                decision: Some("rewrite"),
+                reason: None,
+                query: Some("SELECT ? FROM \"t\""),
+                fingerprint: Some("c0ffee"),
+                tables: &tables,
+                columns: &columns,
+                classes: &[],
+                rows,
+                duration_ms: duration,
+                sqlstate: Some("42501"),
+                details: with_details.then_some(&details),
+                prev_hash: DEFAULT_GENESIS,
+            };
+            let mut ours = Vec::new();
+            line.write(&mut ours);
+            let theirs = serde_json::to_vec(&line).expect("serializes");
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
+        }
+    }
+
+    #[test]
+    fn stamps_match_the_full_format_within_and_across_seconds() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let mut chain = Chain::new(DEFAULT_GENESIS, None, 1024);
+        for (secs, ms) in [
+            (0, 0),
+            (0, 7),
+            (0, 999),
+            (1, 42),
+            (1_700_000_000, 5),
+            (1, 100),
+        ] {
+            let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(ms);
+            assert_eq!(chain.stamp(t), rfc3339_millis(t), "{secs}.{ms}");
         }
     }
 

@@ -24,6 +24,20 @@ pub enum EventKind {
     AuditDropped,
 }
 
+impl EventKind {
+    /// The serialized name (`statement`, `session_start`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Statement => "statement",
+            EventKind::SessionStart => "session_start",
+            EventKind::SessionEnd => "session_end",
+            EventKind::LoginFailed => "login_failed",
+            EventKind::PolicyReload => "policy_reload",
+            EventKind::AuditDropped => "audit_dropped",
+        }
+    }
+}
+
 /// Columns a statement touched, by how the role saw them (`schema.table.column`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Columns {

@@ -220,6 +220,7 @@ impl Auditor {
             shared: shared.clone(),
             observer: observer.clone(),
             capacity: cfg.queue_capacity,
+            batch_wait: Duration::from_millis(cfg.batch_wait_ms),
         };
         tokio::spawn(writer.run());
         Auditor {

@@ -38,6 +38,8 @@ pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub observer: Arc<dyn AuditObserver>,
     pub capacity: usize,
+    /// How long events gather after a batch before the next is taken (`batch_wait_ms`).
+    pub batch_wait: std::time::Duration,
 }
 
 /// Marks the writer dead and wakes `shutdown()` callers however the task ends.
@@ -85,6 +87,18 @@ impl Writer {
             self.fan_out(batch).await;
             self.observer
                 .queue_depth(self.capacity.saturating_sub(self.rx.capacity()));
+            if !stopping && !self.batch_wait.is_zero() && n < MAX_BATCH {
+                // Let the next events gather: under load one wake-up and one sink write
+                // per interval instead of one per event. Stop requests cut it short.
+                tokio::select! {
+                    biased;
+                    _ = self.stop.changed() => {
+                        stopping = true;
+                        self.rx.close();
+                    }
+                    _ = tokio::time::sleep(self.batch_wait) => {}
+                }
+            }
         }
         // Drops counted after the last batch still get their event.
         if self.shared.dropped.load(Ordering::Relaxed) > 0 {

@@ -3,7 +3,9 @@
 //!
 //! Most applications send the same few statement texts over and over (pgbench's point
 //! select, an ORM's prepared statements), so the analysis runs once per shape and the
-//! hot path is one hash and one map lookup.
+//! hot path is one hash and one map lookup. Texts that differ only in numeric constants
+//! (simple-protocol clients inline their values) share one entry keyed by their
+//! [`Shape`]: a [`Template`] re-instantiated for the new constants, without parsing.
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +13,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use pgveil_policy::decide::Outcome;
+use pgveil_policy::shape::{Shape, Template};
 
 /// One cached outcome with the exact key it was computed for.
 struct Entry {
@@ -19,9 +22,18 @@ struct Entry {
     outcome: Arc<Outcome>,
 }
 
-/// Bounded map from statement key to outcome.
+/// One learnt shape: its template, or `None` when the decision depends on the values
+/// (those texts are cached by exact text instead).
+struct ShapeEntry {
+    context: u64,
+    key: Box<str>,
+    template: Option<Arc<Template>>,
+}
+
+/// Bounded maps from statement key (exact text or shape) to outcome.
 pub struct DecisionCache {
     map: DashMap<u64, Entry>,
+    shapes: DashMap<u64, ShapeEntry>,
     capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -62,10 +74,25 @@ impl DecisionCache {
     pub fn new(capacity: usize) -> DecisionCache {
         DecisionCache {
             map: DashMap::new(),
+            shapes: DashMap::new(),
             capacity: capacity.max(1),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
+    }
+
+    /// The cached outcome for exactly (`context`, `sql`), counted as a hit when found.
+    pub fn get(&self, context: u64, sql: &str) -> Option<Arc<Outcome>> {
+        self.get_exact(key(context, sql), context, sql)
+    }
+
+    fn get_exact(&self, k: u64, context: u64, sql: &str) -> Option<Arc<Outcome>> {
+        let e = self.map.get(&k)?;
+        if e.context == context && &*e.sql == sql {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(e.outcome.clone());
+        }
+        None
     }
 
     /// The cached outcome for (`context`, `sql`), or compute and cache it.
@@ -76,14 +103,16 @@ impl DecisionCache {
         compute: impl FnOnce() -> Outcome,
     ) -> (Arc<Outcome>, bool) {
         let k = key(context, sql);
-        if let Some(e) = self.map.get(&k) {
-            if e.context == context && &*e.sql == sql {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return (e.outcome.clone(), true);
-            }
+        if let Some(outcome) = self.get_exact(k, context, sql) {
+            return (outcome, true);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let outcome = Arc::new(compute());
+        self.insert_exact(k, context, sql, outcome.clone());
+        (outcome, false)
+    }
+
+    fn insert_exact(&self, k: u64, context: u64, sql: &str, outcome: Arc<Outcome>) {
         if self.map.len() >= self.capacity {
             // Crude but bounded: start over. Workloads with more distinct statements
             // than the capacity would thrash any policy; this one stays O(1).
@@ -94,15 +123,59 @@ impl DecisionCache {
             Entry {
                 context,
                 sql: sql.into(),
-                outcome: outcome.clone(),
+                outcome,
             },
         );
-        (outcome, false)
+    }
+
+    /// The outcome for (`context`, `shape`'s text): from the shape's template, else from
+    /// the exact-text entry (computed by `decide` when missing), else `learn` it (an
+    /// outcome, plus a template when the decision holds for any values of the constants).
+    pub fn get_or_learn(
+        &self,
+        context: u64,
+        shape: &Shape,
+        decide: impl FnOnce() -> Outcome,
+        learn: impl FnOnce() -> (Arc<Outcome>, Option<Arc<Template>>),
+    ) -> (Arc<Outcome>, bool) {
+        let sk = key(context, shape.key());
+        let known = match self.shapes.get(&sk) {
+            Some(e) if e.context == context && &*e.key == shape.key() => Some(e.template.clone()),
+            _ => None,
+        };
+        match known {
+            Some(Some(template)) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                (template.instantiate(shape), true)
+            }
+            Some(None) => self.get_or_insert_with(context, shape.sql(), decide),
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                let (outcome, template) = learn();
+                if template.is_none() {
+                    let k = key(context, shape.sql());
+                    self.insert_exact(k, context, shape.sql(), outcome.clone());
+                }
+                if self.shapes.len() >= self.capacity {
+                    self.shapes.clear();
+                }
+                self.shapes.insert(
+                    sk,
+                    ShapeEntry {
+                        context,
+                        key: shape.key().into(),
+                        template,
+                    },
+                );
+                (outcome, false)
+            }
+        }
     }
 
     /// Forget everything (policy reload).
     pub fn clear(&self) {
         self.map.clear();
+        self.shapes.clear();
     }
 
     /// (hits, misses) so far.
@@ -113,14 +186,14 @@ impl DecisionCache {
         )
     }
 
-    /// Number of cached outcomes.
+    /// Number of cached outcomes and shapes.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.shapes.len()
     }
 
     /// True when nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.is_empty() && self.shapes.is_empty()
     }
 }
 
@@ -132,7 +205,7 @@ mod tests {
     fn outcome() -> Outcome {
         Outcome {
             verdict: Verdict::Allow,
-            statements: Vec::new(),
+            statements: Vec::new().into(),
         }
     }
 
@@ -148,6 +221,60 @@ mod tests {
         let (_, hit) = c.get_or_insert_with(other, "SELECT 1", outcome);
         assert!(!hit);
         assert_eq!(c.stats(), (1, 2));
+    }
+
+    #[test]
+    fn shapes_answer_other_constants_without_deciding() {
+        use pgveil_policy::decide::SessionFacts;
+        use pgveil_policy::mask::MaskKey;
+        use pgveil_policy::testing;
+
+        let policy = testing::sample_policy();
+        let catalog = testing::sample_catalog();
+        let key = MaskKey::new(b"k");
+        let path = vec!["public".to_string()];
+        let facts = SessionFacts {
+            user: "support_app",
+            role: policy.role_for_user("support_app"),
+            purpose: Some("customer_service"),
+            search_path: &path,
+            temp_schema: None,
+        };
+        let c = DecisionCache::new(10);
+        let lookup = |sql: &str| {
+            let shape = Shape::of(sql).expect("has constants");
+            c.get_or_learn(
+                7,
+                &shape,
+                || pgveil_policy::decide::decide(&policy, &facts, &catalog, &key, sql),
+                || pgveil_policy::shape::learn(&policy, &facts, &catalog, &key, &shape),
+            )
+        };
+        let (first, hit) = lookup("SELECT phone FROM customers WHERE id = 1");
+        assert!(!hit);
+        let (second, hit) = lookup("SELECT phone FROM customers WHERE id = 2024");
+        assert!(hit);
+        let text = |o: &Outcome| match &o.verdict {
+            Verdict::Rewrite(t) => t.clone(),
+            other => panic!("expected a rewrite, got {other:?}"),
+        };
+        assert!(text(&first).ends_with("WHERE id = 1"));
+        assert!(text(&second).ends_with("WHERE id = 2024"));
+        assert_eq!(
+            *second,
+            pgveil_policy::decide::decide(
+                &policy,
+                &facts,
+                &catalog,
+                &key,
+                "SELECT phone FROM customers WHERE id = 2024"
+            )
+        );
+        // A value-dependent shape is cached by exact text: same text hits, other misses.
+        let denied = "SELECT bank_card FROM customers WHERE id = 1";
+        assert!(!lookup(denied).1);
+        assert!(lookup(denied).1);
+        assert!(!lookup("SELECT bank_card FROM customers WHERE id = 2").1);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use pgveil_policy::decide::{
     Verdict as PolicyVerdict,
 };
 use pgveil_policy::model::Role;
+use pgveil_policy::shape::{self, Shape};
 
 use super::cache::context_hash;
 use super::{ActivePolicy, Enforcement};
@@ -26,16 +27,38 @@ const PROBE_SQL: &str = "SELECT pg_catalog.current_setting('search_path'), \
 
 /// A statement prepared through the extended protocol.
 struct Prepared {
-    sql: String,
+    sql: Arc<str>,
     generation: u64,
-    verdict: PolicyVerdict,
-    /// The access report of its (single) statement, for audit events of its executions.
-    report: Option<StatementReport>,
+    /// Its decision (None: refused before a decision); the first report is the access
+    /// report of its (single) statement, for audit events of its executions.
+    outcome: Option<Arc<Outcome>>,
+}
+
+/// Whether two decisions forward the same thing (no decision counts as allow).
+fn same_verdict(a: Option<&Outcome>, b: Option<&Outcome>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => std::ptr::eq(a, b) || a.verdict == b.verdict,
+        (Some(o), None) | (None, Some(o)) => o.verdict == PolicyVerdict::Allow,
+        (None, None) => true,
+    }
+}
+
+/// One statement's report inside a shared outcome.
+struct ReportRef {
+    outcome: Arc<Outcome>,
+    index: usize,
+}
+
+impl std::ops::Deref for ReportRef {
+    type Target = StatementReport;
+    fn deref(&self) -> &StatementReport {
+        &self.outcome.statements[self.index]
+    }
 }
 
 /// What the enforcer remembers about a statement until it completes.
 pub struct Pending {
-    report: StatementReport,
+    report: ReportRef,
     reason: Option<&'static str>,
     slot: Option<AuditSlot>,
     started: Instant,
@@ -45,6 +68,8 @@ pub struct Pending {
 pub struct Enforcer {
     shared: Arc<Enforcement>,
     info: SessionInfo,
+    /// The client address as audit events show it (formatted once).
+    client: Option<String>,
     role_metrics: Option<Arc<RoleMetrics>>,
     /// Audit queue places obtained asynchronously (queue was full) for the next decision.
     slots: Arc<std::sync::Mutex<Vec<AuditSlot>>>,
@@ -179,6 +204,7 @@ impl Enforcer {
         let mut e = Enforcer {
             shared,
             info: info.clone(),
+            client: info.client_addr.map(|a| a.to_string()),
             role_metrics: None,
             slots: Arc::default(),
             slots_needed: 0,
@@ -250,16 +276,31 @@ impl Enforcer {
                 h
             }
         };
-        let (outcome, hit) = self.shared.decisions.get_or_insert_with(context, sql, || {
-            let facts = SessionFacts {
-                user: &self.user,
-                role: self.role(),
-                purpose: self.purpose.as_deref(),
-                search_path: &self.search_path,
-                temp_schema: self.temp_schema.as_deref(),
-            };
-            decide::decide(&self.active.policy, &facts, catalog, &self.shared.key, sql)
-        });
+        let facts = SessionFacts {
+            user: &self.user,
+            role: self.role(),
+            purpose: self.purpose.as_deref(),
+            search_path: &self.search_path,
+            temp_schema: self.temp_schema.as_deref(),
+        };
+        let (policy, key) = (&self.active.policy, &self.shared.key);
+        let decisions = &self.shared.decisions;
+        // Exact text first (prepared statements, constant-free texts), then the shape.
+        if let Some(outcome) = decisions.get(context, sql) {
+            metrics().decision_cache(true);
+            return outcome;
+        }
+        let (outcome, hit) = match Shape::of(sql) {
+            Some(shape) => decisions.get_or_learn(
+                context,
+                &shape,
+                || decide::decide(policy, &facts, catalog, key, sql),
+                || shape::learn(policy, &facts, catalog, key, &shape),
+            ),
+            None => decisions.get_or_insert_with(context, sql, || {
+                decide::decide(policy, &facts, catalog, key, sql)
+            }),
+        };
         metrics().decision_cache(hit);
         outcome
     }
@@ -268,7 +309,7 @@ impl Enforcer {
     /// temp tables, catalog or policy changed since): PostgreSQL would re-resolve the
     /// names, so refuse rather than run a plan the policy never saw.
     fn stale_sql_execute(&mut self, outcome: &Outcome) -> Option<ProxyError> {
-        for report in &outcome.statements {
+        for report in outcome.statements.iter() {
             let Some(name) = execute_target(&report.normalized) else {
                 continue;
             };
@@ -315,7 +356,7 @@ impl Enforcer {
     }
 
     fn apply_effects(&mut self, sql: &str, outcome: &Outcome) {
-        for report in &outcome.statements {
+        for report in outcome.statements.iter() {
             for effect in &report.effects {
                 match effect {
                     SessionEffect::SetSearchPath(path) => {
@@ -416,7 +457,7 @@ impl Enforcer {
             session: Some(self.info.id.clone()),
             user: Some(self.user.clone()),
             role: self.role.clone(),
-            client: self.info.client_addr.map(|a| a.to_string()),
+            client: self.client.clone(),
             application: self.info.application.clone(),
             database: Some(self.database.clone()),
             purpose: self.purpose.clone(),
@@ -435,29 +476,31 @@ impl Enforcer {
         }
     }
 
+    /// What to do with `sql`, and the decision it came from (None when refused or
+    /// postponed before deciding).
     fn verdict(
         &mut self,
         sql: &str,
         tags: Option<&mut Vec<StatementTag>>,
-    ) -> (Verdict, PolicyVerdict) {
+    ) -> (Verdict, Option<Arc<Outcome>>) {
         if let Some(e) = self.protocol_guard() {
-            return (Verdict::Refuse(e), PolicyVerdict::Allow);
+            return (Verdict::Refuse(e), None);
         }
         let started = Instant::now();
         let outcome = self.decide(sql);
         if self.should_refresh_for(sql, &outcome) {
-            return (Verdict::Retry, PolicyVerdict::Allow);
+            return (Verdict::Retry, None);
         }
         metrics().rewrite(started.elapsed().as_secs_f64());
         if self.restricted {
             if let Some(e) = self.stale_sql_execute(&outcome) {
-                return (Verdict::Refuse(e), PolicyVerdict::Allow);
+                return (Verdict::Refuse(e), None);
             }
         }
         let slots = match self.admit(outcome.statements.len()) {
             Ok(s) => s,
-            Err(None) => return (Verdict::Retry, PolicyVerdict::Allow),
-            Err(Some(e)) => return (Verdict::Refuse(e), PolicyVerdict::Allow),
+            Err(None) => return (Verdict::Retry, None),
+            Err(Some(e)) => return (Verdict::Refuse(e), None),
         };
         let reason = match &outcome.verdict {
             PolicyVerdict::Deny(d) => Some(d.reason.as_str()),
@@ -466,9 +509,12 @@ impl Enforcer {
         let mut slots = slots.into_iter();
         match tags {
             Some(tags) => {
-                for r in &outcome.statements {
+                for index in 0..outcome.statements.len() {
                     tags.push(Box::new(Pending {
-                        report: r.clone(),
+                        report: ReportRef {
+                            outcome: outcome.clone(),
+                            index,
+                        },
                         reason,
                         slot: slots.next(),
                         started,
@@ -479,7 +525,7 @@ impl Enforcer {
                 // Extended protocol: a refused Parse never executes, so its event is
                 // written (and counted) now; allowed statements are audited at each Execute.
                 if reason.is_some() {
-                    for r in &outcome.statements {
+                    for r in outcome.statements.iter() {
                         if let Some(m) = &self.role_metrics {
                             m.query(r.kind, QueryDecision::Deny, started.elapsed().as_secs_f64());
                         }
@@ -512,7 +558,7 @@ impl Enforcer {
         if !matches!(v, Verdict::Refuse(_)) {
             self.apply_effects(sql, &outcome);
         }
-        (v, outcome.verdict.clone())
+        (v, Some(outcome))
     }
 }
 
@@ -522,16 +568,14 @@ impl SessionHook for Enforcer {
     }
 
     fn on_parse(&mut self, name: &str, sql: &str) -> Verdict {
-        let (v, policy_verdict) = self.verdict(sql, None);
+        let (v, outcome) = self.verdict(sql, None);
         if !matches!(v, Verdict::Retry) {
-            let report = self.decide(sql).statements.first().cloned();
             self.prepared.insert(
                 name.to_owned(),
                 Prepared {
-                    sql: sql.to_owned(),
+                    sql: sql.into(),
                     generation: self.active.generation,
-                    verdict: policy_verdict,
-                    report,
+                    outcome,
                 },
             );
         }
@@ -546,13 +590,13 @@ impl SessionHook for Enforcer {
         let stale = self
             .prepared
             .get(statement)
-            .map(|p| (p.sql.clone(), p.verdict.clone()));
+            .map(|p| (p.sql.clone(), p.outcome.clone()));
         if let Some((sql, old)) = stale {
             let (v, new) = self.verdict(&sql, None);
             if matches!(v, Verdict::Retry) {
                 return v;
             }
-            if new != old {
+            if !same_verdict(old.as_deref(), new.as_deref()) {
                 return Verdict::Refuse(
                     ProxyError::error(
                         "42501",
@@ -567,7 +611,9 @@ impl SessionHook for Enforcer {
                 p.generation = current;
             }
         }
-        self.portals.insert(portal.to_owned(), statement.to_owned());
+        if self.portals.get(portal).map(String::as_str) != Some(statement) {
+            self.portals.insert(portal.to_owned(), statement.to_owned());
+        }
         Verdict::Forward
     }
 
@@ -576,7 +622,9 @@ impl SessionHook for Enforcer {
             .portals
             .get(portal)
             .and_then(|s| self.prepared.get(s))
-            .and_then(|p| p.report.clone())
+            .and_then(|p| p.outcome.clone())
+            .filter(|o| !o.statements.is_empty())
+            .map(|outcome| ReportRef { outcome, index: 0 })
         else {
             return (Verdict::Forward, None);
         };
