@@ -13,9 +13,9 @@ use std::rc::Rc;
 
 use sqlparser::ast::{
     self, BinaryOperator, CopySource, CopyTarget, Expr, FromTable, FunctionArg, FunctionArgExpr,
-    FunctionArguments, Ident, ObjectName, ObjectNamePart, OnConflictAction, OnInsert, Query, Reset,
-    SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, TableObject,
-    TableWithJoins, Visit, Visitor,
+    FunctionArguments, Ident, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart,
+    OnConflictAction, OnInsert, Query, Reset, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    Statement, TableFactor, TableObject, TableWithJoins, Visit, Visitor,
 };
 
 use crate::catalog::{Catalog, Relation};
@@ -240,6 +240,13 @@ pub(crate) struct Walker<'a> {
     /// Relation names in this statement are object names of DCL/DROP/COMMENT, not reads.
     names_are_objects: bool,
     rel_cache: HashMap<(String, String), Rc<RelInfo>>,
+    /// Relation references replaced by derived tables whose text is written once the
+    /// whole statement is walked: (index in `out.edits`, relation, add an alias).
+    derived: Vec<(usize, Rc<RelInfo>, bool)>,
+    /// Something reads whole rows (`*`, `t.*`, a row reference, NATURAL/USING joins):
+    /// derived tables keep every column. Otherwise they list only the columns the
+    /// statement reads, which PostgreSQL then need not parse and plan.
+    all_columns: bool,
 }
 
 /// What a relation name resolved to.
@@ -261,6 +268,8 @@ impl<'a> Walker<'a> {
             names: HashSet::new(),
             names_are_objects: false,
             rel_cache: HashMap::new(),
+            derived: Vec::new(),
+            all_columns: false,
         }
     }
 
@@ -326,6 +335,7 @@ impl<'a> Walker<'a> {
         if let Some(p) = check.problem {
             self.unsupported(&p);
         }
+        self.write_derived_tables();
         if self.out.kind.is_none() {
             self.out.kind = Some(StatementKind::Unknown);
         }
@@ -1040,6 +1050,13 @@ impl<'a> Walker<'a> {
         self.walk_factor(&twj.relation);
         for j in &twj.joins {
             self.walk_factor(&j.relation);
+            if !matches!(
+                join_constraint(&j.join_operator),
+                Some(JoinConstraint::On(_) | JoinConstraint::None)
+            ) {
+                // USING and NATURAL name columns outside any expression.
+                self.all_columns = true;
+            }
             self.exprs(&j.join_operator);
         }
     }
@@ -1610,16 +1627,13 @@ impl<'a> Walker<'a> {
         });
     }
 
-    fn replace_relation(&mut self, name: &ObjectName, rel: &RelInfo, add_alias: bool) {
+    fn replace_relation(&mut self, name: &ObjectName, rel: &Rc<RelInfo>, add_alias: bool) {
         let Some((start, end)) = self.span_of_name(name) else {
             self.unsupported("could not locate a relation name in the text");
             return;
         };
-        let mut sql = rewrite::derived_table(rel, self.cx.key);
-        if add_alias {
-            sql.push_str(" AS ");
-            sql.push_str(&quote_ident(&rel.name));
-        }
+        self.derived
+            .push((self.out.edits.len(), rel.clone(), add_alias));
         if rel
             .cols
             .iter()
@@ -1627,11 +1641,34 @@ impl<'a> Walker<'a> {
         {
             self.out.uses_key = true;
         }
+        // The text is written by `write_derived_tables` once every read is known.
         self.push_mask_edit(Edit {
             start,
             end,
-            text: sql,
+            text: String::new(),
         });
+    }
+
+    /// Fills in the derived tables of `replace_relation` with the columns the statement
+    /// reads of each relation (all of them when it reads whole rows).
+    fn write_derived_tables(&mut self) {
+        for (i, rel, add_alias) in std::mem::take(&mut self.derived) {
+            let read = |c: &ColInfo| {
+                self.all_columns
+                    || self
+                        .out
+                        .columns
+                        .contains_key(&format!("{}.{}.{}", rel.schema, rel.name, c.name))
+            };
+            let mut sql = rewrite::derived_table(&rel, self.cx.key, read);
+            if add_alias {
+                sql.push_str(" AS ");
+                sql.push_str(&quote_ident(&rel.name));
+            }
+            if let Some(e) = self.out.edits.get_mut(i) {
+                e.text = sql;
+            }
+        }
     }
 
     // ----- expressions ------------------------------------------------------------------
@@ -1732,6 +1769,7 @@ impl<'a> Walker<'a> {
     }
 
     fn whole_row(&mut self, item: &FromItem) {
+        self.all_columns = true;
         if let Some(rel) = item.rel.clone() {
             let names: Vec<String> = rel.cols.iter().map(|c| c.name.clone()).collect();
             for n in names {
@@ -2552,7 +2590,7 @@ impl<'a> Walker<'a> {
                 };
                 let sql = format!(
                     "(SELECT {cols} FROM {} AS {})",
-                    rewrite::derived_table(&rel, self.cx.key),
+                    rewrite::derived_table(&rel, self.cx.key, |_| true),
                     quote_ident(&rel.name)
                 );
                 self.note_key(&rel);
@@ -2563,6 +2601,29 @@ impl<'a> Walker<'a> {
                 });
             }
         }
+    }
+}
+
+/// The constraint of a join, for the join kinds that have one.
+fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
+    use JoinOperator as J;
+    match op {
+        J::Join(c)
+        | J::Inner(c)
+        | J::Left(c)
+        | J::LeftOuter(c)
+        | J::Right(c)
+        | J::RightOuter(c)
+        | J::FullOuter(c)
+        | J::CrossJoin(c)
+        | J::Semi(c)
+        | J::LeftSemi(c)
+        | J::RightSemi(c)
+        | J::Anti(c)
+        | J::LeftAnti(c)
+        | J::RightAnti(c)
+        | J::StraightJoin(c) => Some(c),
+        _ => None,
     }
 }
 

@@ -27,13 +27,23 @@ pub(crate) fn column_expr(col: &ColInfo, col_sql: &str, key: &MaskKey) -> String
     }
 }
 
-/// `(SELECT id, <mask(phone)> AS phone, … FROM "schema"."name")` without an alias.
-pub(crate) fn derived_table(rel: &RelInfo, key: &MaskKey) -> String {
+/// `(SELECT id, <mask(phone)> AS phone, … FROM "schema"."name")` without an alias,
+/// listing the columns `keep` accepts, in table order (the first column when it accepts
+/// none, so the select list is never empty).
+pub(crate) fn derived_table(
+    rel: &RelInfo,
+    key: &MaskKey,
+    keep: impl Fn(&ColInfo) -> bool,
+) -> String {
     let mut sql = String::with_capacity(64 + rel.cols.len() * 48);
     sql.push_str("(SELECT ");
     sql.push_str(DERIVED_MARK);
     sql.push(' ');
-    for (i, c) in rel.cols.iter().enumerate() {
+    let mut kept: Vec<&ColInfo> = rel.cols.iter().filter(|c| keep(c)).collect();
+    if kept.is_empty() {
+        kept.extend(rel.cols.first());
+    }
+    for (i, c) in kept.into_iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }

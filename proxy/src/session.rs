@@ -263,11 +263,11 @@ pub async fn serve(
     });
     let ev = AuditEvent {
         event: EventKind::SessionEnd,
-        session: Some(info.id.clone()),
-        user: Some(user.clone()),
-        client: peer.map(|p| p.to_string()),
-        application: info.application.clone(),
-        database: Some(info.database.clone()),
+        session: Some(info.id.as_str().into()),
+        user: Some(user.as_str().into()),
+        client: peer.map(|p| p.to_string().into()),
+        application: info.application.as_deref().map(Into::into),
+        database: Some(info.database.as_str().into()),
         duration_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
         details: Some(details),
         ..Default::default()
@@ -298,11 +298,11 @@ async fn audit_session(
 ) {
     let ev = AuditEvent {
         event: kind,
-        session: session.map(str::to_owned),
-        user: Some(user.to_owned()),
-        client: peer.map(|p| p.to_string()),
-        application: startup.param("application_name").map(str::to_owned),
-        database: Some(database.to_owned()),
+        session: session.map(Into::into),
+        user: Some(user.into()),
+        client: peer.map(|p| p.to_string().into()),
+        application: startup.param("application_name").map(Into::into),
+        database: Some(database.into()),
         reason,
         sqlstate: sqlstate.map(str::to_owned),
         ..Default::default()

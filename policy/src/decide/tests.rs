@@ -314,7 +314,15 @@ fn masked_select_is_rewritten_with_derived_table() {
         t.contains("FROM \"public\".\"customers\") c WHERE c.id = $1"),
         "{t}"
     );
-    assert!(t.contains("NULL::text AS \"bank_card\""));
+    // Only the columns the statement reads are exposed (and parsed by the server).
+    assert!(!t.contains("bank_card") && !t.contains("email"), "{t}");
+    // Reading whole rows exposes every column, denied ones as typed NULLs.
+    let whole = rewritten(
+        &sup("SELECT o.*, c.name FROM orders o JOIN customers c ON c.id = o.customer_id"),
+        "support_app",
+    );
+    assert!(whole.contains("NULL::text AS \"bank_card\""), "{whole}");
+    assert!(whole.contains("AS \"email\""), "{whole}");
     let r = &o.statements[0];
     assert_eq!(r.kind, StatementKind::Select);
     assert_eq!(r.decision, Decision::Rewrite);
@@ -891,7 +899,12 @@ fn strict_role_denies_unclassified_columns() {
         &env().run("strict", None, "SELECT phone FROM customers"),
         "strict",
     );
-    assert!(t.contains("NULL::bigint AS \"id\""), "{t}");
+    // The denied column is not read, so the derived table does not expose it at all.
+    assert!(
+        t.contains("AS \"phone\" FROM \"public\".\"customers\""),
+        "{t}"
+    );
+    assert!(!t.contains("\"id\""), "{t}");
 }
 
 #[test]

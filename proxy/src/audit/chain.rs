@@ -258,8 +258,9 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();
+    let clean = clean_prefix(bytes);
     let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    for (i, &b) in bytes.iter().enumerate().skip(clean) {
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -283,6 +284,27 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
+}
+
+/// Length of the longest prefix of whole 8-byte words of `bytes` that needs no JSON
+/// escape (no control character, quote or backslash), tested a word at a time.
+fn clean_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Some byte of `w` is below `n` (n <= 128), or equal to `b`.
+    let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGH != 0;
+    let has = |w: u64, b: u8| below(w ^ (ONES * u64::from(b)), 1);
+    let mut done = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        if below(w, 0x20) || has(w, b'"') || has(w, b'\\') {
+            break;
+        }
+        done += 8;
+    }
+    done
 }
 
 /// The chain members of a line that passed [`check_line`].
@@ -458,6 +480,19 @@ mod tests {
                 String::from_utf8_lossy(&ours),
                 String::from_utf8_lossy(&theirs)
             );
+        }
+    }
+
+    #[test]
+    fn strings_escape_like_serde_json_wherever_the_special_byte_is() {
+        for special in ["\"", "\\", "\n", "\u{0}", "\u{1f}", "é", "张"] {
+            for at in 0..40 {
+                let s = format!("{}{special}{}", "a".repeat(at), "b".repeat(at % 9));
+                let mut ours = Vec::new();
+                push_json_str(&mut ours, &s);
+                let theirs = serde_json::to_string(&s).expect("serializes");
+                assert_eq!(String::from_utf8_lossy(&ours), theirs, "{s:?}");
+            }
         }
     }
 

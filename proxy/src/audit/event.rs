@@ -1,9 +1,11 @@
 //! The audit event: what the proxy reports about one access. The writer turns it into
 //! one JSON line (see `chain.rs` for the `seq`, `prev_hash` and `hash` it adds).
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// What happened. Serialized in snake_case (`statement`, `session_start`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -50,32 +52,32 @@ pub struct Columns {
 }
 
 /// One access, as the proxy reports it. The writer adds `seq`, `prev_hash`, `hash`, and
-/// `ts` when it is `None` (the moment `AuditSlot::record` was called).
-#[derive(Debug, Clone, Default, Serialize)]
+/// `ts` when it is `None` (the moment `AuditSlot::record` was called). Session-wide
+/// values are shared (`Arc<str>`): a session's events do not copy them each time.
+#[derive(Debug, Clone, Default)]
 pub struct AuditEvent {
     /// What happened.
     pub event: EventKind,
     /// When it happened; serialized as RFC 3339 UTC with milliseconds.
-    #[serde(serialize_with = "serialize_ts")]
     pub ts: Option<SystemTime>,
     /// Session id chosen by the proxy.
-    pub session: Option<String>,
+    pub session: Option<Arc<str>>,
     /// Authenticated database user.
-    pub user: Option<String>,
+    pub user: Option<Arc<str>>,
     /// Policy role the user was bound to.
-    pub role: Option<String>,
+    pub role: Option<Arc<str>>,
     /// Client address `ip:port`.
-    pub client: Option<String>,
+    pub client: Option<Arc<str>>,
     /// `application_name` of the session.
-    pub application: Option<String>,
+    pub application: Option<Arc<str>>,
     /// Database of the session.
-    pub database: Option<String>,
+    pub database: Option<Arc<str>>,
     /// Declared purpose of the session.
-    pub purpose: Option<String>,
+    pub purpose: Option<Arc<str>>,
     /// Statement kind (`select`, `update`, …).
-    pub kind: Option<String>,
+    pub kind: Option<Cow<'static, str>>,
     /// `allow`, `rewrite` or `deny`.
-    pub decision: Option<String>,
+    pub decision: Option<Cow<'static, str>>,
     /// Why a statement was refused or a login failed.
     pub reason: Option<String>,
     /// Normalized query text; the writer replaces any literal left in it by `?`.
@@ -96,13 +98,6 @@ pub struct AuditEvent {
     pub sqlstate: Option<String>,
     /// Anything else worth keeping (reload result, dropped count, …).
     pub details: Option<serde_json::Value>,
-}
-
-fn serialize_ts<S: Serializer>(ts: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match ts {
-        Some(t) => s.serialize_str(&rfc3339_millis(*t)),
-        None => s.serialize_none(),
-    }
 }
 
 /// Formats a time as RFC 3339 UTC with milliseconds (`2026-11-24T10:00:00.123Z`).
@@ -171,9 +166,22 @@ mod tests {
             ts: Some(at(0, 1)),
             ..AuditEvent::default()
         };
-        let v = serde_json::to_value(&ev).expect("serializable");
+        let mut chain = super::super::chain::Chain::new(super::super::DEFAULT_GENESIS, None, 1024);
+        let mut line = Vec::new();
+        chain.append(&ev, &mut line);
+        let v: serde_json::Value = serde_json::from_slice(&line).expect("json");
         assert_eq!(v["event"], "login_failed");
         assert_eq!(v["ts"], "1970-01-01T00:00:00.001Z");
         assert_eq!(v["columns"]["denied"], serde_json::json!([]));
+        for kind in [
+            EventKind::Statement,
+            EventKind::SessionStart,
+            EventKind::SessionEnd,
+            EventKind::LoginFailed,
+            EventKind::PolicyReload,
+            EventKind::AuditDropped,
+        ] {
+            assert_eq!(serde_json::json!(kind), kind.as_str());
+        }
     }
 }

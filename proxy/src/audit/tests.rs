@@ -893,11 +893,35 @@ async fn https_sink_trusts_its_ca_file() {
     collector.stop();
 }
 
-/// Throughput of the writer with one file sink. Run with
+/// Throughput of the writer with one file sink, on the current-thread runtime the proxy
+/// uses by default, and the cost of sealing one line. Run with
 /// `cargo test -p pgveil --release --lib audit::tests::bench_file_writer -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 #[ignore = "benchmark"]
 async fn bench_file_writer() {
+    let mut chain = chain::Chain::new(DEFAULT_GENESIS, None, 65536);
+    let ev = stmt(1);
+    let mut out = Vec::with_capacity(1 << 20);
+    let rounds = 200_000;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        out.clear();
+        chain.append(&ev, &mut out);
+    }
+    println!(
+        "audit seal: {:.0} ns/line ({} bytes)",
+        started.elapsed().as_nanos() as f64 / rounds as f64,
+        out.len()
+    );
+    let started = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(ev.clone());
+    }
+    println!(
+        "audit event clone: {:.0} ns/event",
+        started.elapsed().as_nanos() as f64 / rounds as f64
+    );
+
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("audit.jsonl");
     let n = 200_000;

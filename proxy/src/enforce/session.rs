@@ -56,6 +56,15 @@ impl std::ops::Deref for ReportRef {
     }
 }
 
+/// The values every audit event of a session repeats.
+struct AuditIds {
+    session: Arc<str>,
+    user: Arc<str>,
+    client: Option<Arc<str>>,
+    application: Option<Arc<str>>,
+    database: Arc<str>,
+}
+
 /// What the enforcer remembers about a statement until it completes.
 pub struct Pending {
     report: ReportRef,
@@ -67,9 +76,8 @@ pub struct Pending {
 /// Per-session policy enforcement.
 pub struct Enforcer {
     shared: Arc<Enforcement>,
-    info: SessionInfo,
-    /// The client address as audit events show it (formatted once).
-    client: Option<String>,
+    /// Session-wide audit event values, shared by all its events.
+    ids: AuditIds,
     role_metrics: Option<Arc<RoleMetrics>>,
     /// Audit queue places obtained asynchronously (queue was full) for the next decision.
     slots: Arc<std::sync::Mutex<Vec<AuditSlot>>>,
@@ -80,9 +88,9 @@ pub struct Enforcer {
     user: String,
     database: String,
     active: Arc<ActivePolicy>,
-    role: Option<String>,
+    role: Option<Arc<str>>,
     restricted: bool,
-    purpose: Option<String>,
+    purpose: Option<Arc<str>>,
     search_path: Vec<String>,
     temp_schema: Option<String>,
     /// Context hash of the decision cache key, recomputed when an input changes.
@@ -203,8 +211,13 @@ impl Enforcer {
         let active = shared.current();
         let mut e = Enforcer {
             shared,
-            info: info.clone(),
-            client: info.client_addr.map(|a| a.to_string()),
+            ids: AuditIds {
+                session: info.id.as_str().into(),
+                user: info.user.as_str().into(),
+                client: info.client_addr.map(|a| a.to_string().into()),
+                application: info.application.as_deref().map(Into::into),
+                database: info.database.as_str().into(),
+            },
             role_metrics: None,
             slots: Arc::default(),
             slots_needed: 0,
@@ -214,7 +227,7 @@ impl Enforcer {
             active: active.clone(),
             role: None,
             restricted: true,
-            purpose: purpose_from_startup(&info.startup_params),
+            purpose: purpose_from_startup(&info.startup_params).map(Into::into),
             search_path: vec!["\"$user\"".to_owned(), "public".to_owned()],
             temp_schema: None,
             context: None,
@@ -235,7 +248,7 @@ impl Enforcer {
 
     fn adopt(&mut self, active: Arc<ActivePolicy>) {
         let role = active.policy.role_for_user(&self.user);
-        self.role = role.map(|r| r.name.clone());
+        self.role = role.map(|r| r.name.as_str().into());
         self.role_metrics = self.role.as_deref().map(|r| metrics().role(r));
         self.restricted = role.is_none_or(|r| r.is_restricted(&active.policy));
         self.active = active;
@@ -370,7 +383,7 @@ impl Enforcer {
                         self.changed_in_tx |= self.tx_status != b'I';
                     }
                     SessionEffect::SetPurpose(p) => {
-                        self.purpose = Some(p.clone()).filter(|p| !p.is_empty());
+                        self.purpose = Some(p.as_str().into()).filter(|p: &Arc<str>| !p.is_empty());
                         self.context = None;
                     }
                     SessionEffect::ResetPurpose => {
@@ -417,6 +430,9 @@ impl Enforcer {
 
     /// Audit queue places for `n` statements, or why there are none (None = wait and retry).
     fn admit(&mut self, n: usize) -> Result<Vec<AuditSlot>, Option<ProxyError>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         let mut got: Vec<AuditSlot> = {
             let mut stash = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             let k = stash.len().min(n);
@@ -454,15 +470,15 @@ impl Enforcer {
     fn event(&self, report: &StatementReport) -> AuditEvent {
         AuditEvent {
             event: EventKind::Statement,
-            session: Some(self.info.id.clone()),
-            user: Some(self.user.clone()),
+            session: Some(self.ids.session.clone()),
+            user: Some(self.ids.user.clone()),
             role: self.role.clone(),
-            client: self.client.clone(),
-            application: self.info.application.clone(),
-            database: Some(self.database.clone()),
+            client: self.ids.client.clone(),
+            application: self.ids.application.clone(),
+            database: Some(self.ids.database.clone()),
             purpose: self.purpose.clone(),
-            kind: Some(report.kind.as_str().to_owned()),
-            decision: Some(report.decision.as_str().to_owned()),
+            kind: Some(report.kind.as_str().into()),
+            decision: Some(report.decision.as_str().into()),
             query: Some(report.normalized.clone()),
             fingerprint: Some(report.fingerprint.clone()),
             tables: report.relations.clone(),
@@ -497,7 +513,14 @@ impl Enforcer {
                 return (Verdict::Refuse(e), None);
             }
         }
-        let slots = match self.admit(outcome.statements.len()) {
+        // Events are written now for a simple Query (at completion) and for a refused
+        // Parse; an allowed Parse or Bind is audited at each Execute instead.
+        let wanted = if tags.is_some() || matches!(outcome.verdict, PolicyVerdict::Deny(_)) {
+            outcome.statements.len()
+        } else {
+            0
+        };
+        let slots = match self.admit(wanted) {
             Ok(s) => s,
             Err(None) => return (Verdict::Retry, None),
             Err(Some(e)) => return (Verdict::Refuse(e), None),
