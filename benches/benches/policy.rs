@@ -1,6 +1,7 @@
 //! Micro benchmarks of `decide`: the per-statement cost the proxy pays on a decision
 //! cache miss (target: < 20 µs median for each of these shapes), and of the proxy's
-//! decision cache hit, the path every repeated statement takes (target: < 1 µs).
+//! decision cache hit, the path every repeated statement takes (target: < 1 µs), and of
+//! a shape hit, the path of a repeated statement whose constants change.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pgveil_policy::decide::{decide, MaskKey, SessionFacts, Verdict};
@@ -86,5 +87,48 @@ fn bench_cache_hit(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_decide, bench_cache_hit);
+/// A simple-protocol statement whose constant changes every call: the exact-text cache
+/// misses, the shape's template answers (scan, lookup, splice the constant in).
+fn bench_shape_hit(c: &mut Criterion) {
+    use pgveil::enforce::cache::{context_hash, DecisionCache};
+    use pgveil_policy::shape::{learn, Shape};
+    let fx = Fixture::new();
+    let (policy, catalog, key) = (&fx.policy, &fx.catalog, &fx.key);
+    let facts = fx.facts();
+    let cache = DecisionCache::new(50_000);
+    let context = context_hash(1, 1, "support", Some("customer_service"), &fx.path, None);
+    let texts: Vec<String> = (0..1024)
+        .map(|i| format!("SELECT name, phone FROM customers c WHERE c.id = {}", 1000 + i))
+        .collect();
+    let first = Shape::of(&texts[0]).expect("has a constant");
+    let (_, template) = learn(policy, &facts, catalog, key, &first);
+    assert!(template.is_some(), "the point select must be templated");
+    cache.get_or_learn(
+        context,
+        &first,
+        || unreachable!(),
+        || learn(policy, &facts, catalog, key, &first),
+    );
+    let mut i = 0;
+    c.bench_function("decision_shape_hit", |b| {
+        b.iter(|| {
+            i = (i + 1) % texts.len();
+            let sql = std::hint::black_box(texts[i].as_str());
+            if let Some(o) = cache.get(context, sql) {
+                return o;
+            }
+            let shape = Shape::of(sql).expect("has a constant");
+            cache
+                .get_or_learn(
+                    context,
+                    &shape,
+                    || unreachable!("the benchmark only measures hits"),
+                    || unreachable!("the benchmark only measures hits"),
+                )
+                .0
+        })
+    });
+}
+
+criterion_group!(benches, bench_decide, bench_cache_hit, bench_shape_hit);
 criterion_main!(benches);

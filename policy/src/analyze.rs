@@ -1653,12 +1653,14 @@ impl<'a> Walker<'a> {
     /// reads of each relation (all of them when it reads whole rows).
     fn write_derived_tables(&mut self) {
         for (i, rel, add_alias) in std::mem::take(&mut self.derived) {
+            let prefix_len = rel.schema.len() + rel.name.len() + 2;
+            let mut key = format!("{}.{}.", rel.schema, rel.name);
             let read = |c: &ColInfo| {
-                self.all_columns
-                    || self
-                        .out
-                        .columns
-                        .contains_key(&format!("{}.{}.{}", rel.schema, rel.name, c.name))
+                self.all_columns || {
+                    key.truncate(prefix_len);
+                    key.push_str(&c.name);
+                    self.out.columns.contains_key(key.as_str())
+                }
             };
             let mut sql = rewrite::derived_table(&rel, self.cx.key, read);
             if add_alias {

@@ -33,7 +33,7 @@ pub(crate) fn column_expr(col: &ColInfo, col_sql: &str, key: &MaskKey) -> String
 pub(crate) fn derived_table(
     rel: &RelInfo,
     key: &MaskKey,
-    keep: impl Fn(&ColInfo) -> bool,
+    mut keep: impl FnMut(&ColInfo) -> bool,
 ) -> String {
     let mut sql = String::with_capacity(64 + rel.cols.len() * 48);
     sql.push_str("(SELECT ");
