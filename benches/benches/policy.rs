@@ -4,41 +4,25 @@
 //! a shape hit, the path of a repeated statement whose constants change.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pgveil_policy::decide::{decide, MaskKey, SessionFacts, Verdict};
-use pgveil_policy::testing::{sample_catalog, sample_policy};
+use pgveil_policy::decide::{decide, SessionFacts, Verdict};
+use pgveil_policy::testing::Sample;
 
 /// The sample policy and demo catalog, decided for a support agent.
-struct Fixture {
-    policy: pgveil_policy::model::Policy,
-    catalog: pgveil_policy::catalog::StaticCatalog,
-    key: MaskKey,
-    path: Vec<String>,
-}
+struct Fixture(Sample);
 
 impl Fixture {
     fn new() -> Fixture {
-        Fixture {
-            policy: sample_policy(),
-            catalog: sample_catalog(),
-            key: MaskKey::new(b"bench-key"),
-            path: vec!["\"$user\"".to_string(), "public".to_string()],
-        }
+        Fixture(Sample::default())
     }
 
     fn facts(&self) -> SessionFacts<'_> {
-        SessionFacts {
-            user: "support_app",
-            role: self.policy.role_for_user("support_app"),
-            purpose: Some("customer_service"),
-            search_path: &self.path,
-            temp_schema: None,
-        }
+        self.0.facts("support_app", Some("customer_service"))
     }
 }
 
 fn bench_decide(c: &mut Criterion) {
     let fx = Fixture::new();
-    let (policy, catalog, key) = (&fx.policy, &fx.catalog, &fx.key);
+    let (policy, catalog, key) = (&fx.0.policy, &fx.0.catalog, &fx.0.key);
     let facts = fx.facts();
     let cases = [
         ("point_select", "SELECT name, phone FROM customers c WHERE c.id = $1"),
@@ -72,11 +56,11 @@ fn bench_decide(c: &mut Criterion) {
 fn bench_cache_hit(c: &mut Criterion) {
     use pgveil::enforce::cache::{context_hash, DecisionCache};
     let fx = Fixture::new();
-    let (policy, catalog, key) = (&fx.policy, &fx.catalog, &fx.key);
+    let (policy, catalog, key) = (&fx.0.policy, &fx.0.catalog, &fx.0.key);
     let facts = fx.facts();
     let sql = "SELECT name, phone FROM customers c WHERE c.id = $1";
     let cache = DecisionCache::new(50_000);
-    let context = context_hash(1, 1, "support", Some("customer_service"), &fx.path, None);
+    let context = context_hash(1, 1, "support", Some("customer_service"), &fx.0.path, None);
     cache.get_or_insert_with(context, sql, || decide(policy, &facts, catalog, key, sql));
     c.bench_function("decision_cache_hit", |b| {
         b.iter(|| {
@@ -93,12 +77,17 @@ fn bench_shape_hit(c: &mut Criterion) {
     use pgveil::enforce::cache::{context_hash, DecisionCache};
     use pgveil_policy::shape::{learn, Shape};
     let fx = Fixture::new();
-    let (policy, catalog, key) = (&fx.policy, &fx.catalog, &fx.key);
+    let (policy, catalog, key) = (&fx.0.policy, &fx.0.catalog, &fx.0.key);
     let facts = fx.facts();
     let cache = DecisionCache::new(50_000);
-    let context = context_hash(1, 1, "support", Some("customer_service"), &fx.path, None);
+    let context = context_hash(1, 1, "support", Some("customer_service"), &fx.0.path, None);
     let texts: Vec<String> = (0..1024)
-        .map(|i| format!("SELECT name, phone FROM customers c WHERE c.id = {}", 1000 + i))
+        .map(|i| {
+            format!(
+                "SELECT name, phone FROM customers c WHERE c.id = {}",
+                1000 + i
+            )
+        })
         .collect();
     let first = Shape::of(&texts[0]).expect("has a constant");
     let (_, template) = learn(policy, &facts, catalog, key, &first);

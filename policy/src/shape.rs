@@ -307,23 +307,14 @@ mod tests {
     }
 
     fn check_same_as_decide(sqls: &[&str], user: &str) {
-        let policy = testing::sample_policy();
-        let catalog = testing::sample_catalog();
-        let key = MaskKey::new(b"test-key");
-        let role = policy.role_for_user(user);
-        let path = vec!["\"$user\"".to_string(), "public".to_string()];
-        let facts = SessionFacts {
-            user,
-            role,
-            purpose: Some("customer_service"),
-            search_path: &path,
-            temp_schema: None,
-        };
+        let sample = testing::Sample::default();
+        let (policy, catalog, key) = (&sample.policy, &sample.catalog, &sample.key);
+        let facts = sample.facts(user, Some("customer_service"));
         let (_, template) = learn(
-            &policy,
+            policy,
             &facts,
-            &catalog,
-            &key,
+            catalog,
+            key,
             &Shape::of(sqls[0]).expect("has constants"),
         );
         let template = template.expect("templated");
@@ -331,7 +322,7 @@ mod tests {
             let shape = Shape::of(sql).expect("has constants");
             assert_eq!(
                 *template.instantiate(&shape),
-                decide(&policy, &facts, &catalog, &key, sql),
+                decide(policy, &facts, catalog, key, sql),
                 "{sql}"
             );
         }
@@ -357,26 +348,18 @@ mod tests {
 
     #[test]
     fn value_dependent_statements_get_no_template() {
-        let policy = testing::sample_policy();
-        let catalog = testing::sample_catalog();
-        let key = MaskKey::new(b"test-key");
-        let path = vec!["public".to_string()];
-        let facts = SessionFacts {
-            user: "support_app",
-            role: policy.role_for_user("support_app"),
-            purpose: Some("customer_service"),
-            search_path: &path,
-            temp_schema: None,
-        };
+        let sample = testing::Sample::default();
+        let (policy, catalog, key) = (&sample.policy, &sample.catalog, &sample.key);
+        let facts = sample.facts("support_app", Some("customer_service"));
         for sql in [
             "SET standard_conforming_strings = 1",
             "EXPLAIN (VERBOSE 0) SELECT phone FROM customers WHERE id = 1",
             "SELECT bank_card FROM customers WHERE id = 1",
         ] {
             let shape = Shape::of(sql).expect("has constants");
-            let (outcome, template) = learn(&policy, &facts, &catalog, &key, &shape);
+            let (outcome, template) = learn(policy, &facts, catalog, key, &shape);
             assert!(template.is_none(), "{sql}");
-            assert_eq!(*outcome, decide(&policy, &facts, &catalog, &key, sql));
+            assert_eq!(*outcome, decide(policy, &facts, catalog, key, sql));
         }
     }
 }

@@ -400,3 +400,40 @@ pub fn sample_schema_sql() -> &'static str {
        (2, 'Bob', NULL, '12', 'noat', NULL, NULL, NULL, 1, now());\n\
      INSERT INTO orders VALUES (1, 1, 10.5, '13900139000', 'x', 'new', now());\n"
 }
+
+/// The sample policy and catalog, a mask key and the default search_path: what a test or
+/// benchmark needs to decide statements for a sample user.
+pub struct Sample {
+    pub policy: Policy,
+    pub catalog: StaticCatalog,
+    pub key: crate::mask::MaskKey,
+    pub path: Vec<String>,
+}
+
+impl Default for Sample {
+    fn default() -> Self {
+        Sample {
+            policy: sample_policy(),
+            catalog: sample_catalog(),
+            key: crate::mask::MaskKey::new(b"sample-key"),
+            path: vec!["\"$user\"".to_string(), "public".to_string()],
+        }
+    }
+}
+
+impl Sample {
+    /// Session facts of `user` (its role in the sample policy) with `purpose`.
+    pub fn facts<'a>(
+        &'a self,
+        user: &'a str,
+        purpose: Option<&'a str>,
+    ) -> crate::decide::SessionFacts<'a> {
+        crate::decide::SessionFacts {
+            user,
+            role: self.policy.role_for_user(user),
+            purpose,
+            search_path: &self.path,
+            temp_schema: None,
+        }
+    }
+}

@@ -225,29 +225,17 @@ mod tests {
 
     #[test]
     fn shapes_answer_other_constants_without_deciding() {
-        use pgveil_policy::decide::SessionFacts;
-        use pgveil_policy::mask::MaskKey;
-        use pgveil_policy::testing;
-
-        let policy = testing::sample_policy();
-        let catalog = testing::sample_catalog();
-        let key = MaskKey::new(b"k");
-        let path = vec!["public".to_string()];
-        let facts = SessionFacts {
-            user: "support_app",
-            role: policy.role_for_user("support_app"),
-            purpose: Some("customer_service"),
-            search_path: &path,
-            temp_schema: None,
-        };
+        let sample = pgveil_policy::testing::Sample::default();
+        let (policy, catalog, key) = (&sample.policy, &sample.catalog, &sample.key);
+        let facts = sample.facts("support_app", Some("customer_service"));
         let c = DecisionCache::new(10);
         let lookup = |sql: &str| {
             let shape = Shape::of(sql).expect("has constants");
             c.get_or_learn(
                 7,
                 &shape,
-                || pgveil_policy::decide::decide(&policy, &facts, &catalog, &key, sql),
-                || pgveil_policy::shape::learn(&policy, &facts, &catalog, &key, &shape),
+                || pgveil_policy::decide::decide(policy, &facts, catalog, key, sql),
+                || pgveil_policy::shape::learn(policy, &facts, catalog, key, &shape),
             )
         };
         let (first, hit) = lookup("SELECT phone FROM customers WHERE id = 1");
@@ -263,10 +251,10 @@ mod tests {
         assert_eq!(
             *second,
             pgveil_policy::decide::decide(
-                &policy,
+                policy,
                 &facts,
-                &catalog,
-                &key,
+                catalog,
+                key,
                 "SELECT phone FROM customers WHERE id = 2024"
             )
         );
