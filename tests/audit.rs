@@ -289,6 +289,63 @@ async fn scripted_session_is_audited_exactly_and_chain_verifies() {
 }
 
 /// Writes `lines` to a fresh file next to the original and verifies it.
+/// Without a policy the proxy is transparent, but audit sinks still get one event per
+/// statement (simple and extended protocol), with literals stripped.
+#[tokio::test]
+async fn without_a_policy_every_statement_is_still_audited() {
+    let db = "audit_nopolicy";
+    setup_shop(db);
+    let proxy = start_proxy(ProxyOptions {
+        extra: file_sink_config(),
+        ..Default::default()
+    })
+    .await;
+    let path = proxy.dir.join("audit.jsonl");
+    {
+        let client = proxy.connect("support_app", db).await;
+        let rows = client
+            .simple_query(&format!(
+                "SELECT phone FROM customers WHERE phone = '{WHERE_PHONE}' OR id = 1"
+            ))
+            .await
+            .expect("simple query");
+        assert!(rows
+            .iter()
+            .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))));
+        let st = client
+            .prepare("SELECT name FROM customers WHERE id = $1")
+            .await
+            .expect("prepare");
+        for _ in 0..2 {
+            client.query(&st, &[&1i64]).await.expect("execute");
+        }
+    }
+    let events = wait_for_events(&path, |ev| !of_kind(ev, "session_end").is_empty()).await;
+    let text = std::fs::read_to_string(&path).expect("audit file");
+    assert!(
+        !text.contains(WHERE_PHONE),
+        "a literal reached the audit log"
+    );
+    let stmts = of_kind(&events, "statement");
+    assert_eq!(stmts.len(), 3, "statement events: {stmts:#?}");
+    for s in &stmts {
+        assert_eq!(s["user"], "support_app");
+        assert_eq!(s["kind"], "select");
+        assert_eq!(s["decision"], "allow");
+        assert_eq!(s["rows"], 1);
+        assert_eq!(s["sqlstate"], Value::Null);
+    }
+    assert_eq!(
+        stmts[0]["query"],
+        "SELECT phone FROM customers WHERE phone = ? OR id = ?"
+    );
+    assert_eq!(
+        stmts[1]["query"],
+        "SELECT name FROM customers WHERE id = $1"
+    );
+    verify(&[path], Some(DEFAULT_GENESIS)).expect("chain verifies");
+}
+
 fn verify_variant(dir: &Path, name: &str, lines: &[&str]) -> Result<(), VerifyError> {
     let p = dir.join(name);
     let mut text = lines.join("\n");

@@ -129,13 +129,52 @@ pub fn catalog_cache(cfg: &Config) -> anyhow::Result<Arc<CatalogCache>> {
     )))
 }
 
-/// Load the policy (if configured), start the audit stream and build the hooks.
+/// Shown where a policy file name would be, for the built-in audit-only policy.
+const AUDIT_ONLY_POLICY_NAME: &str = "(no policy: audit only)";
+
+/// The policy of `pgveil run` without `policy` but with audit sinks: everyone is
+/// unrestricted, so statements pass as they are and are audited.
+const AUDIT_ONLY_POLICY: &str = r#"version = 1
+[defaults]
+unknown_users = "audit_only"
+[roles.audit_only]
+users = ["*"]
+statements = ["all"]
+tables = ["*"]
+see = { default = "raw" }
+"#;
+
+/// Load the policy (if configured), start the audit stream and build the hooks (an
+/// audit-only enforcer when there is no policy but there are audit sinks).
 /// `spawn_tasks` starts the policy watcher and catalog refresher.
 pub async fn assemble(cfg: &Config, spawn_tasks: bool) -> anyhow::Result<Assembled> {
     let auditor = auditor(cfg).await?;
     let Some(policy_path) = &cfg.policy else {
+        if !auditor.is_enabled() {
+            return Ok(Assembled {
+                hooks: Arc::new(PassThrough),
+                enforcement: None,
+                auditor,
+            });
+        }
+        // No policy but audit sinks: every statement still gets its event, through an
+        // enforcer whose one role is unrestricted (nothing is refused or rewritten).
+        let loaded = pgveil_policy::load::load(AUDIT_ONLY_POLICY_NAME, AUDIT_ONLY_POLICY)
+            .map_err(|e| anyhow::anyhow!("built-in audit-only policy: {e}"))?;
+        let catalog = catalog_cache(cfg)?;
+        let enforcement = Arc::new(Enforcement::new(
+            loaded.policy,
+            AUDIT_ONLY_POLICY_NAME.into(),
+            catalog.clone(),
+            mask_key(cfg)?,
+            auditor.clone(),
+        ));
+        if spawn_tasks && catalog.is_configured() {
+            tokio::spawn(catalog.run_refresher());
+        }
         return Ok(Assembled {
-            hooks: Arc::new(PassThrough),
+            hooks: Arc::new(PolicyHooks { enforcement }),
+            // Nothing to reload or report as a policy.
             enforcement: None,
             auditor,
         });

@@ -62,7 +62,7 @@ pub struct ProxyHandle {
     /// Policy enforcement, when started with a policy.
     pub enforcement: Option<Arc<pgveil::enforce::Enforcement>>,
     /// What `pgveil::app::assemble` built (hooks, enforcement, audit stream), when
-    /// started with a policy; health checks and audit tests need it.
+    /// started with a policy or audit sinks; health checks and audit tests need it.
     pub assembled: Option<pgveil::app::Assembled>,
     task: Option<JoinHandle<()>>,
 }
@@ -179,7 +179,15 @@ pub async fn start_proxy_with_hooks(
     let path = dir.join("pgveil.toml");
     std::fs::write(&path, &text).expect("write pgveil.toml");
     let cfg = Config::parse(&text, &path, &dir).unwrap_or_else(|e| panic!("config: {e}\n{text}"));
-    let assembled = if cfg.policy.is_some() {
+    // A policy, or audit sinks without one (the audit-only enforcer), is what
+    // `pgveil run` would assemble.
+    let audits = cfg
+        .audit
+        .as_ref()
+        .and_then(|a| a.get("sinks"))
+        .and_then(|s| s.as_array())
+        .is_some_and(|s| !s.is_empty());
+    let assembled = if cfg.policy.is_some() || audits {
         Some(
             pgveil::app::assemble(&cfg, true)
                 .await
