@@ -61,8 +61,9 @@ pub struct AuditConfig {
     #[serde(default = "default_max_query_bytes")]
     pub max_query_bytes: usize,
     /// Milliseconds the writer lets events gather after writing a batch before it takes
-    /// the next one (default 5; 0 = take each event as it comes). Under load this turns
-    /// one sink write per event into one per interval; an event waits at most this long
+    /// the next one (default 50; 0 = take each event as it comes). Under load this turns
+    /// one sink write per event into one per interval (each file write costs the file
+    /// system a fixed amount on top of its bytes); an event waits at most this long
     /// longer before its sinks see it. The first event after a quiet spell goes at once.
     #[serde(default = "default_batch_wait_ms")]
     pub batch_wait_ms: u64,
@@ -355,7 +356,7 @@ fn default_retry_initial_ms() -> u64 {
 const MAX_BATCH_WAIT_MS: u64 = 1000;
 
 fn default_batch_wait_ms() -> u64 {
-    5
+    50
 }
 
 fn default_retry_max_ms() -> u64 {
