@@ -85,8 +85,6 @@ pub struct Enforcer {
     slots_needed: usize,
     /// The audit stream refused to give places in time: refuse statements.
     audit_unavailable: Arc<std::sync::atomic::AtomicBool>,
-    user: String,
-    database: String,
     active: Arc<ActivePolicy>,
     role: Option<Arc<str>>,
     restricted: bool,
@@ -222,8 +220,6 @@ impl Enforcer {
             slots: Arc::default(),
             slots_needed: 0,
             audit_unavailable: Arc::default(),
-            user: info.user.clone(),
-            database: info.database.clone(),
             active: active.clone(),
             role: None,
             restricted: true,
@@ -247,7 +243,7 @@ impl Enforcer {
     }
 
     fn adopt(&mut self, active: Arc<ActivePolicy>) {
-        let role = active.policy.role_for_user(&self.user);
+        let role = active.policy.role_for_user(&self.ids.user);
         self.role = role.map(|r| r.name.as_str().into());
         self.role_metrics = self.role.as_deref().map(|r| metrics().role(r));
         self.restricted = role.is_none_or(|r| r.is_restricted(&active.policy));
@@ -267,7 +263,7 @@ impl Enforcer {
         if latest.generation != self.active.generation {
             self.adopt(latest);
         }
-        let snapshot = self.shared.catalog.get(&self.database);
+        let snapshot = self.shared.catalog.get(&self.ids.database);
         let empty = StaticCatalog::new();
         let catalog: &dyn Catalog = match &snapshot {
             Some(s) => s.as_ref(),
@@ -290,7 +286,7 @@ impl Enforcer {
             }
         };
         let facts = SessionFacts {
-            user: &self.user,
+            user: &self.ids.user,
             role: self.role(),
             purpose: self.purpose.as_deref(),
             search_path: &self.search_path,
@@ -567,7 +563,7 @@ impl Enforcer {
             PolicyVerdict::Rewrite(text) => Verdict::Rewrite(text.clone()),
             PolicyVerdict::Deny(d) => {
                 tracing::info!(
-                    user = %self.user,
+                    user = %self.ids.user,
                     role = self.role.as_deref().unwrap_or("-"),
                     reason = d.reason.as_str(),
                     "statement refused"
@@ -772,7 +768,7 @@ impl SessionHook for Enforcer {
             return None;
         }
         let shared = self.shared.clone();
-        let db = self.database.clone();
+        let db = self.ids.database.clone();
         let stash = self.slots.clone();
         let unavailable = self.audit_unavailable.clone();
         Some(Box::pin(async move {
