@@ -104,17 +104,28 @@ pub fn render(mask: &Mask, col: &str, type_name: &str, key: &MaskKey) -> String 
             keep_last,
             fill,
         } => {
+            // NULL stays NULL through the strict functions alone. The hidden middle is
+            // overlaid in place; a one-character fill covers exactly as many characters
+            // as it repeats, a longer one needs the count spelled out. Fewer calls than
+            // left || repeat || right: the server parses this on every simple query.
             let keep = u64::from(*keep_first) + u64::from(*keep_last);
-            let fill = sql_literal(if fill.is_empty() { "*" } else { fill });
+            let fill = if fill.is_empty() { "*" } else { fill };
+            let hidden = format!("char_length({text}) - {keep}");
+            let count = if fill.chars().count() == 1 {
+                String::new()
+            } else {
+                format!(" for {hidden}")
+            };
+            let fill = sql_literal(fill);
             format!(
-                "CASE WHEN ({col}) IS NULL THEN NULL \
-                 WHEN char_length({text}) <= {keep} THEN repeat({fill}, char_length({text})) \
-                 ELSE left({text}, {keep_first}) || repeat({fill}, char_length({text}) - {keep}) \
-                 || right({text}, {keep_last}) END"
+                "CASE WHEN char_length({text}) <= {keep} THEN repeat({fill}, char_length({text})) \
+                 ELSE overlay({text} placing repeat({fill}, {hidden}) from {start}{count}) END",
+                start = u64::from(*keep_first) + 1
             )
         }
+        // NULL stays NULL: strpos(NULL, …) is NULL, so the ELSE branch yields NULL.
         Mask::Email => format!(
-            "CASE WHEN ({col}) IS NULL THEN NULL WHEN strpos({text}, '@') = 0 THEN '***' \
+            "CASE WHEN strpos({text}, '@') = 0 THEN '***' \
              ELSE left(split_part({text}, '@', 1), 1) || '***@' || substr({text}, strpos({text}, '@') + 1) END"
         ),
         Mask::Hash => format!(
@@ -216,8 +227,25 @@ mod tests {
             "text",
             &key,
         );
-        assert!(p.contains("left((\"phone\")::text, 3)"));
+        assert!(
+            p.contains("overlay((\"phone\")::text placing repeat('*', char_length((\"phone\")::text) - 7) from 4)"),
+            "{p}"
+        );
         assert!(p.contains("<= 7"));
+        let wide = render(
+            &Mask::Partial {
+                keep_first: 1,
+                keep_last: 0,
+                fill: "**".into(),
+            },
+            "\"name\"",
+            "text",
+            &key,
+        );
+        assert!(
+            wide.contains("from 2 for char_length((\"name\")::text) - 1)"),
+            "{wide}"
+        );
         assert_eq!(render(&Mask::Null, "x", "date", &key), "NULL::date");
         assert_eq!(
             render(
