@@ -1078,3 +1078,46 @@ proptest::proptest! {
         let _ = crate::redact::redact(&sql);
     }
 }
+
+/// Derived tables list only what the statement reads; every read form must keep its
+/// column (rewrites_on_postgres runs each of these on PostgreSQL).
+#[test]
+fn pruned_derived_tables_keep_every_column_read() {
+    for sql in [
+        "SELECT count(*) FROM customers",
+        "SELECT phone FROM customers ORDER BY name",
+        "SELECT (SELECT max(o.amount) FROM orders o WHERE o.customer_id = c.id) FROM customers c",
+        "WITH x AS (SELECT id, phone FROM customers) SELECT phone FROM x",
+        "SELECT name FROM customers GROUP BY name HAVING count(phone) > 1",
+        "SELECT rank() OVER (PARTITION BY name ORDER BY created_at) FROM customers",
+        "SELECT DISTINCT ON (name) phone FROM customers ORDER BY name, id",
+        "SELECT phone FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.ship_phone = c.phone)",
+        "SELECT x.p FROM (SELECT phone AS p, name FROM customers) x",
+        "SELECT name FROM customers WHERE id IN (SELECT customer_id FROM orders WHERE status = 'paid')",
+    ] {
+        let o = sup(sql);
+        assert!(matches!(o.verdict, Verdict::Rewrite(_)), "{sql}: {:?}", o.verdict);
+        let t = rewritten(&o, "support_app");
+        assert!(!t.contains("bank_card"), "an unread denied column is listed: {t}");
+    }
+    // USING and NATURAL name columns outside expressions: every column is listed, the
+    // unread denied one as a typed NULL.
+    for sql in [
+        "SELECT c.name FROM customers c JOIN orders o USING (id)",
+        "SELECT name FROM customers NATURAL JOIN products",
+    ] {
+        let t = rewritten(&sup(sql), "support_app");
+        assert!(t.contains("NULL::text AS \"bank_card\""), "{t}");
+    }
+    // A row reference (also `(c).col`, read as the whole row) lists every column.
+    for sql in [
+        "SELECT row_to_json(c) FROM customers c",
+        "SELECT (c).phone FROM customers c",
+    ] {
+        let t = rewritten(&bi(sql), "bi");
+        assert!(
+            t.contains("AS \"bank_card\"") && t.contains("\"vip_level\""),
+            "{t}"
+        );
+    }
+}
