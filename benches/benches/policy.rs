@@ -92,27 +92,22 @@ fn bench_shape_hit(c: &mut Criterion) {
     let first = Shape::of(&texts[0]).expect("has a constant");
     let (_, template) = learn(policy, &facts, catalog, key, &first);
     assert!(template.is_some(), "the point select must be templated");
-    cache.get_or_learn(
+    cache.get_or_decide(
         context,
-        &first,
-        || unreachable!(),
-        || learn(policy, &facts, catalog, key, &first),
+        &texts[0],
+        || unreachable!("the point select has a shape"),
+        |shape| learn(policy, &facts, catalog, key, shape),
     );
     let mut i = 0;
     c.bench_function("decision_shape_hit", |b| {
         b.iter(|| {
             i = (i + 1) % texts.len();
-            let sql = std::hint::black_box(texts[i].as_str());
-            if let Some(o) = cache.get(context, sql) {
-                return o;
-            }
-            let shape = Shape::of(sql).expect("has a constant");
             cache
-                .get_or_learn(
+                .get_or_decide(
                     context,
-                    &shape,
+                    std::hint::black_box(texts[i].as_str()),
                     || unreachable!("the benchmark only measures hits"),
-                    || unreachable!("the benchmark only measures hits"),
+                    |_| unreachable!("the benchmark only measures hits"),
                 )
                 .0
         })

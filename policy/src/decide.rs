@@ -369,7 +369,6 @@ pub(crate) fn decide_with_edits(
                 for r in &mut reports {
                     r.decision = Decision::Deny;
                 }
-                edits.clear();
                 Verdict::Deny(cannot(why))
             }
         },

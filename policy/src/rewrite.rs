@@ -110,12 +110,19 @@ pub(crate) fn after_close_paren(text: &str, pos: usize) -> Option<usize> {
     None
 }
 
-/// Applies non-overlapping edits to `text`. Edits may be given in any order; identical
-/// duplicates are merged. Overlaps are an error (the caller refuses the statement).
-pub fn apply(text: &str, edits: &[Edit]) -> Result<String, String> {
+/// `edits` in text order, identical duplicates merged (overlaps are left for the caller
+/// to detect).
+pub(crate) fn in_text_order(edits: &[Edit]) -> Vec<&Edit> {
     let mut sorted: Vec<&Edit> = edits.iter().collect();
     sorted.sort_by_key(|e| (e.start, e.end));
     sorted.dedup_by(|a, b| a == b);
+    sorted
+}
+
+/// Applies non-overlapping edits to `text`. Edits may be given in any order; identical
+/// duplicates are merged. Overlaps are an error (the caller refuses the statement).
+pub fn apply(text: &str, edits: &[Edit]) -> Result<String, String> {
+    let sorted = in_text_order(edits);
     let mut out =
         String::with_capacity(text.len() + edits.iter().map(|e| e.text.len()).sum::<usize>());
     let mut pos = 0;

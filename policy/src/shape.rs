@@ -28,7 +28,7 @@ use crate::decide::{decide_with_edits, Outcome, SessionFacts, Verdict};
 use crate::lexical;
 use crate::mask::MaskKey;
 use crate::model::{Policy, StatementKind};
-use crate::rewrite::Edit;
+use crate::rewrite::{self, Edit};
 
 /// Marks an integer slot in a shape key (NUL never occurs in a protocol SQL string).
 const INT_SLOT: &str = "\0i";
@@ -157,35 +157,28 @@ impl Template {
     fn build(shape: &Shape, outcome: Outcome, edits: &[Edit]) -> Option<Template> {
         let mut parts = Vec::new();
         if matches!(outcome.verdict, Verdict::Rewrite(_)) {
-            let mut sorted: Vec<&Edit> = edits.iter().collect();
-            sorted.sort_by_key(|e| (e.start, e.end));
-            sorted.dedup_by(|a, b| a == b);
-            // Merge edits and constants in text order; any overlap gives up.
+            // Edits and constants in text order (an insertion at a constant's start
+            // before it); any overlap gives up.
+            let mut pieces: Vec<(usize, usize, Part)> = rewrite::in_text_order(edits)
+                .into_iter()
+                .map(|e| (e.start, e.end, Part::Text(e.text.clone())))
+                .chain(
+                    shape
+                        .constants
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (c.start, c.end, Part::Constant(i))),
+                )
+                .collect();
+            pieces.sort_by_key(|(start, end, _)| (*start, *end));
             let mut pos = 0;
-            let mut next_edit = sorted.iter().peekable();
-            for (ci, c) in shape.constants.iter().enumerate() {
-                while let Some(e) = next_edit.next_if(|e| e.start < c.end) {
-                    if e.end > c.start || e.start < pos {
-                        return None;
-                    }
-                    parts.push(Part::Text(shape.sql.get(pos..e.start)?.to_owned()));
-                    parts.push(Part::Text(e.text.clone()));
-                    pos = e.end;
-                }
-                if c.start < pos {
+            for (start, end, part) in pieces {
+                if start < pos {
                     return None;
                 }
-                parts.push(Part::Text(shape.sql.get(pos..c.start)?.to_owned()));
-                parts.push(Part::Constant(ci));
-                pos = c.end;
-            }
-            for e in next_edit {
-                if e.start < pos {
-                    return None;
-                }
-                parts.push(Part::Text(shape.sql.get(pos..e.start)?.to_owned()));
-                parts.push(Part::Text(e.text.clone()));
-                pos = e.end;
+                parts.push(Part::Text(shape.sql.get(pos..start)?.to_owned()));
+                parts.push(part);
+                pos = end;
             }
             parts.push(Part::Text(shape.sql.get(pos..)?.to_owned()));
             parts.retain(|p| !matches!(p, Part::Text(t) if t.is_empty()));

@@ -81,11 +81,6 @@ impl DecisionCache {
         }
     }
 
-    /// The cached outcome for exactly (`context`, `sql`), counted as a hit when found.
-    pub fn get(&self, context: u64, sql: &str) -> Option<Arc<Outcome>> {
-        self.get_exact(key(context, sql), context, sql)
-    }
-
     fn get_exact(&self, k: u64, context: u64, sql: &str) -> Option<Arc<Outcome>> {
         let e = self.map.get(&k)?;
         if e.context == context && &*e.sql == sql {
@@ -95,7 +90,7 @@ impl DecisionCache {
         None
     }
 
-    /// The cached outcome for (`context`, `sql`), or compute and cache it.
+    /// The cached outcome for (`context`, `sql`) by exact text, or compute and cache it.
     pub fn get_or_insert_with(
         &self,
         context: u64,
@@ -103,9 +98,72 @@ impl DecisionCache {
         compute: impl FnOnce() -> Outcome,
     ) -> (Arc<Outcome>, bool) {
         let k = key(context, sql);
+        match self.get_exact(k, context, sql) {
+            Some(outcome) => (outcome, true),
+            None => self.insert_computed(k, context, sql, compute),
+        }
+    }
+
+    /// The outcome for (`context`, `sql`), and whether it was cached: by exact text
+    /// (prepared statements, constant-free texts), else from the template of the text's
+    /// [`Shape`], else computed. A new shape is `learn`t (an outcome, plus a template
+    /// when the decision holds for any values of its constants); a text whose shape has
+    /// no template, or that has no shape, is `decide`d and cached by exact text.
+    pub fn get_or_decide(
+        &self,
+        context: u64,
+        sql: &str,
+        decide: impl FnOnce() -> Outcome,
+        learn: impl FnOnce(&Shape) -> (Arc<Outcome>, Option<Arc<Template>>),
+    ) -> (Arc<Outcome>, bool) {
+        let k = key(context, sql);
         if let Some(outcome) = self.get_exact(k, context, sql) {
             return (outcome, true);
         }
+        let Some(shape) = Shape::of(sql) else {
+            return self.insert_computed(k, context, sql, decide);
+        };
+        let sk = key(context, shape.key());
+        let known = match self.shapes.get(&sk) {
+            Some(e) if e.context == context && &*e.key == shape.key() => Some(e.template.clone()),
+            _ => None,
+        };
+        match known {
+            Some(Some(template)) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                (template.instantiate(&shape), true)
+            }
+            Some(None) => self.insert_computed(k, context, sql, decide),
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                let (outcome, template) = learn(&shape);
+                if template.is_none() {
+                    self.insert_exact(k, context, sql, outcome.clone());
+                }
+                if self.shapes.len() >= self.capacity {
+                    self.shapes.clear();
+                }
+                self.shapes.insert(
+                    sk,
+                    ShapeEntry {
+                        context,
+                        key: shape.key().into(),
+                        template,
+                    },
+                );
+                (outcome, false)
+            }
+        }
+    }
+
+    /// A miss by exact text: compute, cache, return.
+    fn insert_computed(
+        &self,
+        k: u64,
+        context: u64,
+        sql: &str,
+        compute: impl FnOnce() -> Outcome,
+    ) -> (Arc<Outcome>, bool) {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let outcome = Arc::new(compute());
         self.insert_exact(k, context, sql, outcome.clone());
@@ -126,50 +184,6 @@ impl DecisionCache {
                 outcome,
             },
         );
-    }
-
-    /// The outcome for (`context`, `shape`'s text): from the shape's template, else from
-    /// the exact-text entry (computed by `decide` when missing), else `learn` it (an
-    /// outcome, plus a template when the decision holds for any values of the constants).
-    pub fn get_or_learn(
-        &self,
-        context: u64,
-        shape: &Shape,
-        decide: impl FnOnce() -> Outcome,
-        learn: impl FnOnce() -> (Arc<Outcome>, Option<Arc<Template>>),
-    ) -> (Arc<Outcome>, bool) {
-        let sk = key(context, shape.key());
-        let known = match self.shapes.get(&sk) {
-            Some(e) if e.context == context && &*e.key == shape.key() => Some(e.template.clone()),
-            _ => None,
-        };
-        match known {
-            Some(Some(template)) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                (template.instantiate(shape), true)
-            }
-            Some(None) => self.get_or_insert_with(context, shape.sql(), decide),
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                let (outcome, template) = learn();
-                if template.is_none() {
-                    let k = key(context, shape.sql());
-                    self.insert_exact(k, context, shape.sql(), outcome.clone());
-                }
-                if self.shapes.len() >= self.capacity {
-                    self.shapes.clear();
-                }
-                self.shapes.insert(
-                    sk,
-                    ShapeEntry {
-                        context,
-                        key: shape.key().into(),
-                        template,
-                    },
-                );
-                (outcome, false)
-            }
-        }
     }
 
     /// Forget everything (policy reload).
@@ -230,12 +244,11 @@ mod tests {
         let facts = sample.facts("support_app", Some("customer_service"));
         let c = DecisionCache::new(10);
         let lookup = |sql: &str| {
-            let shape = Shape::of(sql).expect("has constants");
-            c.get_or_learn(
+            c.get_or_decide(
                 7,
-                &shape,
+                sql,
                 || pgveil_policy::decide::decide(policy, &facts, catalog, key, sql),
-                || pgveil_policy::shape::learn(policy, &facts, catalog, key, &shape),
+                |shape| pgveil_policy::shape::learn(policy, &facts, catalog, key, shape),
             )
         };
         let (first, hit) = lookup("SELECT phone FROM customers WHERE id = 1");

@@ -11,7 +11,7 @@ use pgveil_policy::decide::{
     Verdict as PolicyVerdict,
 };
 use pgveil_policy::model::Role;
-use pgveil_policy::shape::{self, Shape};
+use pgveil_policy::shape;
 
 use super::cache::context_hash;
 use super::{ActivePolicy, Enforcement};
@@ -293,23 +293,12 @@ impl Enforcer {
             temp_schema: self.temp_schema.as_deref(),
         };
         let (policy, key) = (&self.active.policy, &self.shared.key);
-        let decisions = &self.shared.decisions;
-        // Exact text first (prepared statements, constant-free texts), then the shape.
-        if let Some(outcome) = decisions.get(context, sql) {
-            metrics().decision_cache(true);
-            return outcome;
-        }
-        let (outcome, hit) = match Shape::of(sql) {
-            Some(shape) => decisions.get_or_learn(
-                context,
-                &shape,
-                || decide::decide(policy, &facts, catalog, key, sql),
-                || shape::learn(policy, &facts, catalog, key, &shape),
-            ),
-            None => decisions.get_or_insert_with(context, sql, || {
-                decide::decide(policy, &facts, catalog, key, sql)
-            }),
-        };
+        let (outcome, hit) = self.shared.decisions.get_or_decide(
+            context,
+            sql,
+            || decide::decide(policy, &facts, catalog, key, sql),
+            |shape| shape::learn(policy, &facts, catalog, key, shape),
+        );
         metrics().decision_cache(hit);
         outcome
     }
