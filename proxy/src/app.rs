@@ -149,65 +149,57 @@ see = { default = "raw" }
 /// `spawn_tasks` starts the policy watcher and catalog refresher.
 pub async fn assemble(cfg: &Config, spawn_tasks: bool) -> anyhow::Result<Assembled> {
     let auditor = auditor(cfg).await?;
-    let Some(policy_path) = &cfg.policy else {
-        if !auditor.is_enabled() {
+    // Without a policy but with audit sinks every statement still gets its event,
+    // through an enforcer whose one role is unrestricted (nothing refused or rewritten).
+    let (policy, path, from_file) = match &cfg.policy {
+        None if !auditor.is_enabled() => {
             return Ok(Assembled {
                 hooks: Arc::new(PassThrough),
                 enforcement: None,
                 auditor,
             });
         }
-        // No policy but audit sinks: every statement still gets its event, through an
-        // enforcer whose one role is unrestricted (nothing is refused or rewritten).
-        let loaded = pgveil_policy::load::load(AUDIT_ONLY_POLICY_NAME, AUDIT_ONLY_POLICY)
-            .map_err(|e| anyhow::anyhow!("built-in audit-only policy: {e}"))?;
-        let catalog = catalog_cache(cfg)?;
-        let enforcement = Arc::new(Enforcement::new(
-            loaded.policy,
-            AUDIT_ONLY_POLICY_NAME.into(),
-            catalog.clone(),
-            mask_key(cfg)?,
-            auditor.clone(),
-        ));
-        if spawn_tasks && catalog.is_configured() {
-            tokio::spawn(catalog.run_refresher());
+        None => {
+            let loaded = pgveil_policy::load::load(AUDIT_ONLY_POLICY_NAME, AUDIT_ONLY_POLICY)
+                .map_err(|e| anyhow::anyhow!("built-in audit-only policy: {e}"))?;
+            (loaded.policy, AUDIT_ONLY_POLICY_NAME.into(), false)
         }
-        return Ok(Assembled {
-            hooks: Arc::new(PolicyHooks { enforcement }),
-            // Nothing to reload or report as a policy.
-            enforcement: None,
-            auditor,
-        });
+        Some(policy_path) => {
+            let path = cfg.resolve(policy_path);
+            let loaded = reload::load_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for w in loaded.warnings.iter() {
+                tracing::warn!("{w}");
+            }
+            metrics().policy_loaded(&loaded.policy.sha256);
+            (loaded.policy, path, true)
+        }
     };
-    let path = cfg.resolve(policy_path);
-    let loaded = reload::load_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for w in loaded.warnings.iter() {
-        tracing::warn!("{w}");
-    }
-    metrics().policy_loaded(&loaded.policy.sha256);
     let catalog = catalog_cache(cfg)?;
-    if !catalog.is_configured() {
+    if from_file && !catalog.is_configured() {
         tracing::warn!(
             "no [catalog] user: restricted roles cannot resolve relations and will be refused; \
              configure a read-only catalog account"
         );
     }
     let enforcement = Arc::new(Enforcement::new(
-        loaded.policy,
+        policy,
         path,
         catalog.clone(),
         mask_key(cfg)?,
         auditor.clone(),
     ));
     if spawn_tasks {
-        tokio::spawn(reload::watch(enforcement.clone()));
+        if from_file {
+            tokio::spawn(reload::watch(enforcement.clone()));
+        }
         tokio::spawn(catalog.run_refresher());
     }
     Ok(Assembled {
         hooks: Arc::new(PolicyHooks {
             enforcement: enforcement.clone(),
         }),
-        enforcement: Some(enforcement),
+        // The built-in policy has nothing to reload or report as a policy.
+        enforcement: from_file.then_some(enforcement),
         auditor,
     })
 }
