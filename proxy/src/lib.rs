@@ -40,6 +40,7 @@ pub mod hook;
 pub mod logging;
 pub mod metrics;
 pub mod protocol_state;
+pub mod race;
 pub mod server;
 pub mod session;
 pub mod shutdown;

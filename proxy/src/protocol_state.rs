@@ -31,15 +31,16 @@ pub enum Expect {
     Query {
         tags: VecDeque<StatementTag>,
         rows: u64,
-        /// A refused query: the server's error is replaced by this one.
-        refused: Option<ProxyError>,
+        /// A refused query: the server's error is replaced by this one (boxed, as for
+        /// `Refused`, so that the queue's entries stay small to move).
+        refused: Option<Box<ProxyError>>,
     },
     /// FunctionCallResponse then ReadyForQuery.
     FunctionCall,
     /// ReadyForQuery.
     Sync,
     /// A poisoned extended-protocol message: the server's error is replaced by this one.
-    Refused(ProxyError),
+    Refused(Box<ProxyError>),
     /// A query the proxy runs itself: its replies are consumed, never relayed.
     Probe {
         row: Option<Vec<Option<String>>>,
@@ -141,6 +142,7 @@ impl ProtocolState {
     /// If a probe is the oldest owed reply, consume `tag`/`body` for it. Returns None
     /// when the message is not the probe's, else whether the probe finished (with its
     /// first row, or None if it failed).
+    #[inline]
     pub fn on_probe_message(&mut self, tag: u8, body: &[u8]) -> Option<ProbeStep> {
         let Some(Expect::Probe { row, failed }) = self.queue.front_mut() else {
             return None;
@@ -252,7 +254,7 @@ impl ProtocolState {
                 }
                 tags.clear();
                 match refused.take() {
-                    Some(e) => Action::ReplaceError(e),
+                    Some(e) => Action::ReplaceError(*e),
                     None => Action::Relay,
                 }
             }
@@ -269,7 +271,7 @@ impl ProtocolState {
                         break;
                     }
                     match self.queue.pop_front() {
-                        Some(Expect::Refused(e)) if first => action = Action::ReplaceError(e),
+                        Some(Expect::Refused(e)) if first => action = Action::ReplaceError(*e),
                         Some(Expect::Execute { tag: Some(t), .. }) if first => {
                             self.completed.push((t, failed()));
                         }
@@ -322,7 +324,7 @@ mod tests {
     #[test]
     fn refused_parse_replaces_only_its_own_error() {
         let mut s = ProtocolState::default();
-        s.push(Expect::Refused(ProxyError::error("42501", "no")));
+        s.push(Expect::Refused(Box::new(ProxyError::error("42501", "no"))));
         s.push(Expect::Bind);
         s.push(Expect::Execute { tag: None, rows: 0 });
         s.push(Expect::Sync);
@@ -335,7 +337,7 @@ mod tests {
 
         // An earlier error means the poisoned message is skipped: relay the real one.
         s.push(Expect::Parse);
-        s.push(Expect::Refused(ProxyError::error("42501", "no")));
+        s.push(Expect::Refused(Box::new(ProxyError::error("42501", "no"))));
         s.push(Expect::Sync);
         assert!(matches!(s.on_backend(b'E', b"C42P01\0\0"), Action::Relay));
         s.on_backend(b'Z', b"I");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use crate::audit::Auditor;
 use crate::auth::{AuthSetupError, Authenticator};
@@ -220,9 +220,7 @@ async fn handle_connection(
             }
             let mut guard = metrics().track_connection();
             let span = tracing::info_span!("session", client = %peer);
-            let result = session::serve(ctx, stream, startup, leftover, Some(peer))
-                .instrument(span)
-                .await;
+            let result = session::serve(ctx, stream, startup, leftover, Some(peer), span).await;
             guard.set_result(match &result {
                 Ok(SessionEnd::AuthFailed) => ConnResult::AuthFailed,
                 Ok(SessionEnd::Refused) => ConnResult::RefusedRole,

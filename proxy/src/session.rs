@@ -1,7 +1,8 @@
 //! One client session: connect upstream, authenticate, then relay until either side ends.
 //!
 //! The relay runs two loops concurrently in one task: client → upstream and upstream →
-//! client. Each reads a batch of bytes, walks the complete messages in it in place,
+//! client, raced with the shutdown signal by [`crate::race::race3`], which polls only
+//! the side that was woken. Each reads a batch of bytes, walks the complete messages in it in place,
 //! consults the session hook only for the messages it must read, and writes the batch
 //! on in one call, spliced only where a message was replaced. Backend rows are never
 //! decoded or re-encoded. Both loops share the [`ProtocolState`] and the hook behind one
@@ -12,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BytesMut};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tracing::{debug, warn};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, warn, Instrument};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,7 +24,9 @@ use crate::hook::{SessionHook, SessionInfo, StatementTag, Verdict};
 use crate::metrics::{metrics, Direction};
 use crate::protocol_state::{Action, Expect, ProbeStep, ProtocolState};
 use crate::server::ProxyContext;
-use crate::stream::{ClientStream, UpstreamStream};
+use crate::stream::{
+    ClientReader, ClientStream, ClientWriter, UpstreamReader, UpstreamStream, UpstreamWriter,
+};
 use crate::upstream::UpstreamError;
 use crate::wire::cursor::Malformed;
 use crate::wire::frame::{self, FrameError, Peek};
@@ -102,14 +105,79 @@ struct Shared {
 /// Wakes the client → upstream loop when a probe's answer has been consumed.
 type ProbeDone = tokio::sync::Notify;
 
-/// Serve one client session to its end.
+/// Serve one client session to its end. `span` covers start-up and the end of the
+/// session; the relay loop runs outside it, so that a round trip does not pay for
+/// entering and leaving a span on every wake-up (its rare log lines name the session).
 pub async fn serve(
     ctx: Arc<ProxyContext>,
-    mut client: ClientStream,
+    client: ClientStream,
     startup: StartupMessage,
+    client_buf: BytesMut,
+    peer: Option<SocketAddr>,
+    span: tracing::Span,
+) -> Result<SessionEnd, SessionError> {
+    let opened = match open(&ctx, client, &startup, client_buf, peer)
+        .instrument(span.clone())
+        .await?
+    {
+        Opened::Ended(end) => return Ok(end),
+        Opened::Ready(opened) => opened,
+    };
+    let Ready {
+        client,
+        client_buf,
+        upstream,
+        upstream_buf,
+        hook,
+        info,
+        cancel_guard,
+    } = *opened;
+    let started = std::time::Instant::now();
+    let counts = Counts::default();
+    let result = relay(
+        ctx.clone(),
+        client,
+        client_buf,
+        upstream,
+        upstream_buf,
+        hook,
+        &counts,
+    )
+    .await;
+    drop(cancel_guard);
+    record_end(&ctx, &info, peer, started, &counts, &result)
+        .instrument(span)
+        .await;
+    result
+}
+
+/// A session after start-up: authenticated, hook open, ready to relay.
+struct Ready {
+    client: ClientStream,
+    client_buf: BytesMut,
+    upstream: UpstreamStream,
+    upstream_buf: BytesMut,
+    hook: Box<dyn SessionHook>,
+    info: SessionInfo,
+    cancel_guard: Option<CancelGuard>,
+}
+
+/// What start-up came to.
+enum Opened {
+    /// The session ended during start-up (login failed, refused, server error).
+    Ended(SessionEnd),
+    Ready(Box<Ready>),
+}
+
+/// Start-up: connect and authenticate upstream, relay the server's parameters and key
+/// (with a proxy-issued secret), open the session hook and record the start event.
+async fn open(
+    ctx: &Arc<ProxyContext>,
+    mut client: ClientStream,
+    startup: &StartupMessage,
     mut client_buf: BytesMut,
     peer: Option<SocketAddr>,
-) -> Result<SessionEnd, SessionError> {
+) -> Result<Opened, SessionError> {
     let Some(user) = startup.user().map(str::to_owned) else {
         send_fatal(
             &mut client,
@@ -119,30 +187,30 @@ pub async fn serve(
             ),
         )
         .await;
-        return Ok(SessionEnd::Refused);
+        return Ok(Opened::Ended(SessionEnd::Refused));
     };
     let database = startup.database().unwrap_or(&user).to_owned();
 
     let (mut upstream, mut upstream_buf) =
-        match crate::auth::establish(&ctx, &mut client, &mut client_buf, &startup, peer).await? {
+        match crate::auth::establish(ctx, &mut client, &mut client_buf, startup, peer).await? {
             Login::Established {
                 upstream,
                 upstream_buf,
             } => (upstream, upstream_buf),
             Login::Failed => {
                 audit_session(
-                    &ctx,
+                    ctx,
                     EventKind::LoginFailed,
                     &user,
                     &database,
-                    &startup,
+                    startup,
                     peer,
                     None,
                     Some("authentication failed".into()),
                     None,
                 )
                 .await;
-                return Ok(SessionEnd::AuthFailed);
+                return Ok(Opened::Ended(SessionEnd::AuthFailed));
             }
         };
 
@@ -176,13 +244,13 @@ pub async fn serve(
                 out.extend_from_slice(&msg);
                 let _ = client.write_all(&out).await;
                 let _ = client.flush().await;
-                return Ok(SessionEnd::UpstreamClosed);
+                return Ok(Opened::Ended(SessionEnd::UpstreamClosed));
             }
             b'Z' => break msg,
             _ => out.extend_from_slice(&msg),
         }
     };
-    let _cancel_guard = key.as_ref().map(|(pid, secret)| CancelGuard {
+    let cancel_guard = key.as_ref().map(|(pid, secret)| CancelGuard {
         ctx: ctx.clone(),
         pid: *pid,
         secret: secret.clone(),
@@ -201,11 +269,11 @@ pub async fn serve(
         Ok(h) => h,
         Err(e) => {
             audit_session(
-                &ctx,
+                ctx,
                 EventKind::LoginFailed,
                 &user,
                 &info.database,
-                &startup,
+                startup,
                 peer,
                 Some(&info.id),
                 Some(e.message.clone()),
@@ -214,7 +282,7 @@ pub async fn serve(
             .await;
             send_fatal(&mut client, &e).await;
             let _ = upstream.write_all(&TERMINATE).await;
-            return Ok(SessionEnd::Refused);
+            return Ok(Opened::Ended(SessionEnd::Refused));
         }
     };
     for (n, v) in &params {
@@ -232,39 +300,47 @@ pub async fn serve(
     debug!(session = %info.id, user = %user, pid = info.backend_pid, "session established");
 
     audit_session(
-        &ctx,
+        ctx,
         EventKind::SessionStart,
         &user,
         &info.database,
-        &startup,
+        startup,
         peer,
         Some(&info.id),
         None,
         None,
     )
     .await;
-    let started = std::time::Instant::now();
-    let counts = Counts::default();
-    let result = relay(
-        ctx.clone(),
+    Ok(Opened::Ready(Box::new(Ready {
         client,
         client_buf,
         upstream,
         upstream_buf,
         hook,
-        &counts,
-    )
-    .await;
+        info,
+        cancel_guard,
+    })))
+}
+
+/// Record the session's end event: bytes and statements relayed, how it ended.
+async fn record_end(
+    ctx: &ProxyContext,
+    info: &SessionInfo,
+    peer: Option<SocketAddr>,
+    started: std::time::Instant,
+    counts: &Counts,
+    result: &Result<SessionEnd, SessionError>,
+) {
     let details = serde_json::json!({
         "bytes_from_client": counts.from_client.load(Ordering::Relaxed),
         "bytes_to_client": counts.to_client.load(Ordering::Relaxed),
         "statements": counts.statements.load(Ordering::Relaxed),
-        "end": match &result { Ok(end) => format!("{end:?}"), Err(e) => e.to_string() },
+        "end": match result { Ok(end) => format!("{end:?}"), Err(e) => e.to_string() },
     });
     let ev = AuditEvent {
         event: EventKind::SessionEnd,
         session: Some(info.id.as_str().into()),
-        user: Some(user.as_str().into()),
+        user: Some(info.user.as_str().into()),
         client: peer.map(|p| p.to_string().into()),
         application: info.application.as_deref().map(Into::into),
         database: Some(info.database.as_str().into()),
@@ -273,7 +349,6 @@ pub async fn serve(
         ..Default::default()
     };
     let _ = ctx.auditor.record(ev).await;
-    result
 }
 
 /// Bytes and statements of one session, for its end event.
@@ -342,9 +417,9 @@ pub async fn send_fatal<S: AsyncWrite + Unpin>(stream: &mut S, err: &ProxyError)
 
 async fn relay(
     ctx: Arc<ProxyContext>,
-    client: ClientStream,
+    mut client: ClientStream,
     client_buf: BytesMut,
-    upstream: UpstreamStream,
+    mut upstream: UpstreamStream,
     upstream_buf: BytesMut,
     hook: Box<dyn SessionHook>,
     counts: &Counts,
@@ -353,17 +428,36 @@ async fn relay(
         state: ProtocolState::default(),
         hook,
     });
-    let (mut client_rd, mut client_wr) = tokio::io::split(client);
-    let (mut upstream_rd, mut upstream_wr) = tokio::io::split(upstream);
+    let (mut client_rd, mut client_wr) = client.split();
+    let (mut upstream_rd, mut upstream_wr) = upstream.split();
     let limit = ctx.limits.max_message_bytes;
     let mut shutdown = ctx.shutdown.subscribe_deadline();
 
     let probe_done = ProbeDone::new();
-    let ended = tokio::select! {
-        r = client_to_upstream(&shared, &probe_done, &mut client_rd, client_buf, &mut upstream_wr, limit, counts) => r,
-        r = upstream_to_client(&shared, &probe_done, &mut upstream_rd, upstream_buf, &mut client_wr, counts) => r,
-        _ = shutdown.wait() => Ok(Ended::Shutdown),
-    };
+    let ended = crate::race::race3(
+        client_to_upstream(
+            &shared,
+            &probe_done,
+            &mut client_rd,
+            client_buf,
+            &mut upstream_wr,
+            limit,
+            counts,
+        ),
+        upstream_to_client(
+            &shared,
+            &probe_done,
+            &mut upstream_rd,
+            upstream_buf,
+            &mut client_wr,
+            counts,
+        ),
+        async {
+            shutdown.wait().await;
+            Ok(Ended::Shutdown)
+        },
+    )
+    .await;
     match ended {
         Ok(Ended::ClientClosed) => {
             let _ = upstream_wr.write_all(&TERMINATE).await;
@@ -453,9 +547,9 @@ impl<'a> Splice<'a> {
 async fn client_to_upstream(
     shared: &Mutex<Shared>,
     probe_done: &ProbeDone,
-    rd: &mut ReadHalf<ClientStream>,
+    rd: &mut ClientReader<'_>,
     mut buf: BytesMut,
-    wr: &mut WriteHalf<UpstreamStream>,
+    wr: &mut UpstreamWriter<'_>,
     limit: usize,
     counts: &Counts,
 ) -> Result<Ended, SessionError> {
@@ -555,7 +649,7 @@ fn has_complete_message(buf: &[u8]) -> bool {
 async fn before_batch(
     shared: &Mutex<Shared>,
     probe_done: &ProbeDone,
-    wr: &mut WriteHalf<UpstreamStream>,
+    wr: &mut UpstreamWriter<'_>,
 ) -> Result<(), SessionError> {
     let (prep, probe) = {
         let mut g = lock(shared);
@@ -654,7 +748,7 @@ fn on_client_message(
                     sh.state.push(Expect::Query {
                         tags,
                         rows: 0,
-                        refused: Some(err),
+                        refused: Some(Box::new(err)),
                     });
                     Ok(Handled::Replace)
                 }
@@ -675,7 +769,7 @@ fn on_client_message(
                 }
                 Verdict::Refuse(err) => {
                     parse.encode_with_query(replacement, POISON_SQL);
-                    sh.state.push(Expect::Refused(err));
+                    sh.state.push(Expect::Refused(Box::new(err)));
                     Ok(Handled::Replace)
                 }
             }
@@ -691,7 +785,7 @@ fn on_client_message(
                         crate::wire::messages::put_cstr(b, POISON_SQL.as_bytes());
                         b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
                     });
-                    sh.state.push(Expect::Refused(err));
+                    sh.state.push(Expect::Refused(Box::new(err)));
                     Ok(Handled::Replace)
                 }
                 _ => {
@@ -710,7 +804,7 @@ fn on_client_message(
                         crate::wire::messages::put_cstr(b, POISON_SQL.as_bytes());
                         b.extend_from_slice(&0i32.to_be_bytes());
                     });
-                    sh.state.push(Expect::Refused(err));
+                    sh.state.push(Expect::Refused(Box::new(err)));
                     Ok(Handled::Replace)
                 }
                 _ => {
@@ -745,7 +839,7 @@ fn on_client_message(
                 sh.state.push(Expect::Query {
                     tags: Default::default(),
                     rows: 0,
-                    refused: Some(err),
+                    refused: Some(Box::new(err)),
                 });
                 Ok(Handled::Replace)
             }
@@ -769,9 +863,9 @@ fn encode_query(out: &mut Vec<u8>, sql: &str) {
 async fn upstream_to_client(
     shared: &Mutex<Shared>,
     probe_done: &ProbeDone,
-    rd: &mut ReadHalf<UpstreamStream>,
+    rd: &mut UpstreamReader<'_>,
     mut buf: BytesMut,
-    wr: &mut WriteHalf<ClientStream>,
+    wr: &mut ClientWriter<'_>,
     counts: &Counts,
 ) -> Result<Ended, SessionError> {
     let mut scratch = Vec::with_capacity(1024);
@@ -782,6 +876,9 @@ async fn upstream_to_client(
         if buf.len() >= frame::HEADER_LEN {
             let mut guard = lock(shared);
             let sh = &mut *guard;
+            // Asked once per batch, not per row: the limit only changes between
+            // statements (role resolution, policy reload).
+            let max_rows = sh.hook.max_rows();
             loop {
                 match frame::peek(&buf[pos..], usize::MAX) {
                     Ok(Peek::Complete { tag, total }) => {
@@ -797,7 +894,7 @@ async fn upstream_to_client(
                             }
                             None => {
                                 replacement.clear();
-                                if on_backend_message(sh, tag, msg, &mut replacement) {
+                                if on_backend_message(sh, max_rows, tag, msg, &mut replacement) {
                                     splice.replace(&buf, pos, pos + total, &replacement);
                                 }
                             }
@@ -845,22 +942,24 @@ async fn upstream_to_client(
     }
 }
 
-/// Handle one backend message. Returns true when `replacement` must be sent instead.
-fn on_backend_message(sh: &mut Shared, tag: u8, msg: &[u8], replacement: &mut Vec<u8>) -> bool {
+/// Handle one backend message; `max_rows` is the role's row limit. Returns true when
+/// `replacement` must be sent instead.
+fn on_backend_message(
+    sh: &mut Shared,
+    max_rows: Option<u64>,
+    tag: u8,
+    msg: &[u8],
+    replacement: &mut Vec<u8>,
+) -> bool {
     let body = frame::body(msg);
     match tag {
         b'D' | b'd' => {
             sh.state.on_backend(tag, body);
             // Rows past the role's limit are dropped; the statement then ends in error.
-            sh.hook
-                .max_rows()
-                .is_some_and(|max| sh.state.current_rows() > max)
+            max_rows.is_some_and(|max| sh.state.current_rows() > max)
         }
         b'C' | b's' => {
-            let over = sh
-                .hook
-                .max_rows()
-                .filter(|max| sh.state.current_rows() > *max);
+            let over = max_rows.filter(|max| sh.state.current_rows() > *max);
             sh.state.on_backend(tag, body);
             match over {
                 Some(max) => {

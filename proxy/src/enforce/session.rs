@@ -438,7 +438,11 @@ impl Enforcer {
                     return Err(None);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "audit stream unavailable; refusing statement");
+                    tracing::error!(
+                        session = %self.ids.session,
+                        error = %e,
+                        "audit stream unavailable; refusing statement"
+                    );
                     return Err(Some(
                         ProxyError::error(
                             "58000",
@@ -552,6 +556,7 @@ impl Enforcer {
             PolicyVerdict::Rewrite(text) => Verdict::Rewrite(text.clone()),
             PolicyVerdict::Deny(d) => {
                 tracing::info!(
+                    session = %self.ids.session,
                     user = %self.ids.user,
                     role = self.role.as_deref().unwrap_or("-"),
                     reason = d.reason.as_str(),
@@ -758,12 +763,13 @@ impl SessionHook for Enforcer {
         }
         let shared = self.shared.clone();
         let db = self.ids.database.clone();
+        let session = self.ids.session.clone();
         let stash = self.slots.clone();
         let unavailable = self.audit_unavailable.clone();
         Some(Box::pin(async move {
             if let Some(since) = since {
                 if let Err(e) = shared.catalog.refresh(&db, since).await {
-                    tracing::warn!(database = %db, error = %e, "catalog refresh failed");
+                    tracing::warn!(%session, database = %db, error = %e, "catalog refresh failed");
                 }
             }
             for _ in 0..needed {

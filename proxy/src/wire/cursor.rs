@@ -65,7 +65,7 @@ impl<'a> Cursor<'a> {
 
     /// A NUL-terminated string, without the NUL.
     pub fn cstr(&mut self) -> Result<&'a [u8], Malformed> {
-        let end = self.buf.iter().position(|&b| b == 0).ok_or(self.err())?;
+        let end = memchr::memchr(0, self.buf).ok_or(self.err())?;
         let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)
