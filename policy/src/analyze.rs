@@ -1676,7 +1676,7 @@ impl<'a> Walker<'a> {
             let read = |c: &ColInfo| {
                 self.all_columns || {
                     key.truncate(prefix_len);
-                    key.push_str(&c.name);
+                    key.push_str(c.name);
                     self.out.columns.contains_key(key.as_str())
                 }
             };
@@ -1800,7 +1800,7 @@ impl<'a> Walker<'a> {
         if let Some(rel) = item.rel.clone() {
             let names: Vec<&'a str> = rel.cols.iter().map(|c| c.name).collect();
             for n in names {
-                self.read_column(item, &n);
+                self.read_column(item, n);
             }
         }
     }
@@ -2454,7 +2454,7 @@ impl<'a> Walker<'a> {
     fn whole_row_returning(&mut self, reader: &FromItem<'a>, rel: &RelInfo<'a>) {
         let names: Vec<&'a str> = rel.cols.iter().map(|c| c.name).collect();
         for n in names {
-            self.read_column(reader, &n);
+            self.read_column(reader, n);
         }
     }
 
@@ -2529,12 +2529,12 @@ impl<'a> Walker<'a> {
                 self.unsupported("could not locate a RETURNING column");
                 return;
             };
-            let col_sql = format!("{}.{}", quote_ident(&target.alias), quote_ident(&c.name));
+            let col_sql = format!("{}.{}", quote_ident(&target.alias), quote_ident(c.name));
             let mut text = format!("({})", rewrite::column_expr(c, &col_sql, self.cx.key));
             let whole_item = top && matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
             if whole_item {
                 text.push_str(" AS ");
-                text.push_str(&quote_ident(&c.name));
+                text.push_str(&quote_ident(c.name));
             }
             self.note_key(rel);
             self.push_mask_edit(Edit {
