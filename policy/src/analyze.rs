@@ -7,7 +7,7 @@
 //! walker, otherwise the statement is refused for restricted roles. New or exotic AST
 //! shapes therefore fail closed instead of slipping past the rewrite.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::ControlFlow;
 use std::rc::Rc;
 
@@ -23,7 +23,8 @@ use crate::decide::{Denial, DenyReason, SessionEffect};
 use crate::functions;
 use crate::lexical::LineIndex;
 use crate::mask::{self, quote_ident, MaskKey};
-use crate::model::{Mask, Policy, Role, StatementKind, Visibility};
+use crate::model::{Class, Mask, Policy, Role, StatementKind, Visibility};
+use crate::ptrhash::{PtrMap, PtrSet};
 use crate::rewrite::{self, Edit};
 
 /// PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes.
@@ -129,36 +130,41 @@ impl SearchPath {
     }
 }
 
-/// What a role sees of one column.
+/// What a role sees of one column (masks borrowed from the policy).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum ColVis {
+pub(crate) enum ColVis<'a> {
     Raw,
-    Mask(Mask),
+    Mask(&'a Mask),
     Deny,
 }
 
+/// "masked" without a class has no mask to apply: the value is hidden.
+static HIDDEN: Mask = Mask::Null;
+
+/// One column of a resolved relation, borrowing its names from the catalog and the
+/// policy (a statement resolves many columns; copying them was most of the cost).
 #[derive(Debug)]
-pub(crate) struct ColInfo {
-    pub name: String,
-    pub type_name: String,
-    pub vis: ColVis,
-    pub class: Option<String>,
+pub(crate) struct ColInfo<'a> {
+    pub name: &'a str,
+    pub type_name: &'a str,
+    pub vis: ColVis<'a>,
+    pub class: Option<&'a str>,
 }
 
 /// A resolved base relation with per-column visibility for the role.
 #[derive(Debug)]
-pub(crate) struct RelInfo {
+pub(crate) struct RelInfo<'a> {
     pub schema: String,
     pub name: String,
-    pub cols: Vec<ColInfo>,
+    pub cols: Vec<ColInfo<'a>>,
     /// Some column is masked or denied: references must be rewritten.
     pub protected: bool,
     /// pg_catalog / information_schema relation (not subject to `tables`).
     pub system: bool,
 }
 
-impl RelInfo {
-    fn col(&self, name: &str) -> Option<&ColInfo> {
+impl<'a> RelInfo<'a> {
+    fn col(&self, name: &str) -> Option<&ColInfo<'a>> {
         self.cols.iter().find(|c| c.name == name)
     }
     pub(crate) fn qualified(&self) -> String {
@@ -208,9 +214,9 @@ pub(crate) struct Ctx<'a> {
 }
 
 #[derive(Debug, Clone)]
-struct FromItem {
+struct FromItem<'a> {
     alias: String,
-    rel: Option<Rc<RelInfo>>,
+    rel: Option<Rc<RelInfo<'a>>>,
     /// The target of UPDATE/DELETE/MERGE/INSERT: read unrewritten.
     target: bool,
     /// Rewritten without an explicit alias (schema-qualified column refs must be fixed).
@@ -218,9 +224,9 @@ struct FromItem {
 }
 
 #[derive(Debug, Default)]
-struct Scope {
+struct Scope<'a> {
     ctes: Vec<String>,
-    items: Vec<FromItem>,
+    items: Vec<FromItem<'a>>,
 }
 
 type Ptr = usize;
@@ -233,26 +239,29 @@ fn ptr<T>(r: &T) -> Ptr {
 pub(crate) struct Walker<'a> {
     cx: &'a Ctx<'a>,
     pub out: Analysis,
-    scopes: Vec<Scope>,
-    queries: HashSet<Ptr>,
-    factors: HashSet<Ptr>,
-    names: HashSet<Ptr>,
+    scopes: Vec<Scope<'a>>,
+    queries: PtrSet,
+    factors: PtrSet,
+    names: PtrSet,
     /// Relation names in this statement are object names of DCL/DROP/COMMENT, not reads.
     names_are_objects: bool,
-    rel_cache: HashMap<(String, String), Rc<RelInfo>>,
+    /// Relations resolved so far in this statement, by catalog entry.
+    rel_cache: PtrMap<Rc<RelInfo<'a>>>,
     /// Relation references replaced by derived tables whose text is written once the
     /// whole statement is walked: (index in `out.edits`, relation, add an alias).
-    derived: Vec<(usize, Rc<RelInfo>, bool)>,
+    derived: Vec<(usize, Rc<RelInfo<'a>>, bool)>,
     /// Something reads whole rows (`*`, `t.*`, a row reference, NATURAL/USING joins):
     /// derived tables keep every column. Otherwise they list only the columns the
     /// statement reads, which PostgreSQL then need not parse and plan.
     all_columns: bool,
+    /// Scratch buffer for `schema.table.column` report keys.
+    key: String,
 }
 
 /// What a relation name resolved to.
-enum Resolved {
+enum Resolved<'a> {
     Cte,
-    Rel(Rc<RelInfo>),
+    Rel(Rc<RelInfo<'a>>),
     /// Already denied (reason recorded).
     Refused,
 }
@@ -263,13 +272,14 @@ impl<'a> Walker<'a> {
             cx,
             out: Analysis::default(),
             scopes: Vec::new(),
-            queries: HashSet::new(),
-            factors: HashSet::new(),
-            names: HashSet::new(),
+            queries: PtrSet::default(),
+            factors: PtrSet::default(),
+            names: PtrSet::default(),
             names_are_objects: false,
-            rel_cache: HashMap::new(),
+            rel_cache: PtrMap::default(),
             derived: Vec::new(),
             all_columns: false,
+            key: String::new(),
         }
     }
 
@@ -899,7 +909,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn top(&mut self) -> &mut Scope {
+    fn top(&mut self) -> &mut Scope<'a> {
         if self.scopes.is_empty() {
             self.scopes.push(Scope::default());
         }
@@ -1061,7 +1071,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn push_item(&mut self, item: FromItem) {
+    fn push_item(&mut self, item: FromItem<'a>) {
         self.top().items.push(item);
     }
 
@@ -1254,7 +1264,7 @@ impl<'a> Walker<'a> {
     }
 
     /// Resolves a relation name (optionally against CTEs in scope) and checks access.
-    fn resolve(&mut self, name: &ObjectName, ctes: bool) -> Resolved {
+    fn resolve(&mut self, name: &ObjectName, ctes: bool) -> Resolved<'a> {
         let Some(parts) = self.name_parts(name) else {
             return Resolved::Refused;
         };
@@ -1358,7 +1368,7 @@ impl<'a> Walker<'a> {
             || (self.cx.path.temp.as_deref() == Some(schema) && role.may_touch("pg_temp", name))
     }
 
-    fn system_rel(&mut self, schema: &str, name: &str) -> Rc<RelInfo> {
+    fn system_rel(&mut self, schema: &str, name: &str) -> Rc<RelInfo<'a>> {
         self.out.relations.insert(format!("{schema}.{name}"));
         Rc::new(RelInfo {
             schema: schema.to_string(),
@@ -1369,42 +1379,48 @@ impl<'a> Walker<'a> {
         })
     }
 
-    fn visibility(&self, schema: &str, table: &str, column: &str) -> (ColVis, Option<String>) {
-        let (vis, class) = match self.cx.policy.class_of(schema, table, column) {
-            Some(class) => (self.cx.role.visibility(&class.name).clone(), Some(class)),
-            None => (self.cx.role.unclassified.clone(), None),
+    fn visibility(&self, schema: &str, table: &str, column: &str) -> (ColVis<'a>, Option<&'a str>) {
+        self.class_visibility(self.cx.policy.class_of(schema, table, column))
+    }
+
+    /// What the role sees of a column tagged `class` (`None`: untagged).
+    fn class_visibility(&self, class: Option<&'a Class>) -> (ColVis<'a>, Option<&'a str>) {
+        let role: &'a Role = self.cx.role;
+        let vis = match class {
+            Some(class) => role.visibility(&class.name),
+            None => &role.unclassified,
         };
         let v = match vis {
             Visibility::Raw => ColVis::Raw,
             Visibility::Deny => ColVis::Deny,
             Visibility::Custom(m) => ColVis::Mask(m),
             Visibility::Masked => match class {
-                Some(c) => ColVis::Mask(c.mask.clone()),
-                // "masked" without a class has no mask to apply: hide the value.
-                None => ColVis::Mask(Mask::Null),
+                Some(c) => ColVis::Mask(&c.mask),
+                None => ColVis::Mask(&HIDDEN),
             },
         };
-        (v, class.map(|c| c.name.clone()))
+        (v, class.map(|c| c.name.as_str()))
     }
 
-    fn rel_info(&mut self, schema: &str, rel: &Relation) -> Rc<RelInfo> {
-        let key = (schema.to_string(), rel.name.clone());
-        if let Some(r) = self.rel_cache.get(&key) {
+    fn rel_info(&mut self, schema: &str, rel: &'a Relation) -> Rc<RelInfo<'a>> {
+        let cached = self.rel_cache.get(&ptr(rel));
+        if let Some(r) = cached.filter(|r| r.schema == schema) {
             return r.clone();
         }
         let system = functions::is_system_schema(schema);
-        let cols: Vec<ColInfo> = rel
+        let policy: &'a Policy = self.cx.policy;
+        let tags = (!system).then(|| policy.table_tags(schema, &rel.name));
+        let cols: Vec<ColInfo<'a>> = rel
             .columns
             .iter()
             .map(|c| {
-                let (vis, class) = if system {
-                    (ColVis::Raw, None)
-                } else {
-                    self.visibility(schema, &rel.name, &c.name)
+                let (vis, class) = match &tags {
+                    None => (ColVis::Raw, None),
+                    Some(tags) => self.class_visibility(tags.class_of(&c.name)),
                 };
                 ColInfo {
-                    name: c.name.clone(),
-                    type_name: c.type_name.clone(),
+                    name: &c.name,
+                    type_name: &c.type_name,
                     vis,
                     class,
                 }
@@ -1418,7 +1434,9 @@ impl<'a> Walker<'a> {
             protected,
             system,
         });
-        self.rel_cache.insert(key, info.clone());
+        self.rel_cache
+            .entry(ptr(rel))
+            .or_insert_with(|| info.clone());
         info
     }
 
@@ -1598,7 +1616,7 @@ impl<'a> Walker<'a> {
     /// it resolved to, so a search_path the proxy does not know about (SET inside a
     /// rolled-back transaction, startup options, ALTER ROLE … SET) cannot make the server
     /// read a different, protected relation than the one analysed.
-    fn qualify(&mut self, name: &ObjectName, rel: &RelInfo) {
+    fn qualify(&mut self, name: &ObjectName, rel: &RelInfo<'a>) {
         if name.0.len() != 1 || rel.system {
             return;
         }
@@ -1627,7 +1645,7 @@ impl<'a> Walker<'a> {
         });
     }
 
-    fn replace_relation(&mut self, name: &ObjectName, rel: &Rc<RelInfo>, add_alias: bool) {
+    fn replace_relation(&mut self, name: &ObjectName, rel: &Rc<RelInfo<'a>>, add_alias: bool) {
         let Some((start, end)) = self.span_of_name(name) else {
             self.unsupported("could not locate a relation name in the text");
             return;
@@ -1658,7 +1676,7 @@ impl<'a> Walker<'a> {
             let read = |c: &ColInfo| {
                 self.all_columns || {
                     key.truncate(prefix_len);
-                    key.push_str(&c.name);
+                    key.push_str(c.name);
                     self.out.columns.contains_key(key.as_str())
                 }
             };
@@ -1725,7 +1743,7 @@ impl<'a> Walker<'a> {
     }
 
     /// Marks a read of `col` of `item`.
-    fn read_column(&mut self, item: &FromItem, col: &str) {
+    fn read_column(&mut self, item: &FromItem<'a>, col: &str) {
         let Some(rel) = &item.rel else {
             return;
         };
@@ -1735,7 +1753,6 @@ impl<'a> Walker<'a> {
         let Some(c) = rel.col(col) else {
             return;
         };
-        let key = format!("{}.{}.{}", rel.schema, rel.name, c.name);
         let access = match (&c.vis, item.target) {
             (ColVis::Raw, _) => Access::Raw,
             (ColVis::Mask(_), false) => Access::Masked,
@@ -1743,11 +1760,19 @@ impl<'a> Walker<'a> {
             (ColVis::Mask(_), true) => Access::Denied,
         };
         if let Some(class) = &c.class {
-            self.out.classes.insert(class.clone());
+            if !self.out.classes.contains(*class) {
+                self.out.classes.insert(class.to_string());
+            }
         }
-        let entry = self.out.columns.entry(key).or_insert(access);
-        if access > *entry {
-            *entry = access;
+        self.key.clear();
+        for part in [rel.schema.as_str(), ".", rel.name.as_str(), ".", c.name] {
+            self.key.push_str(part);
+        }
+        match self.out.columns.get_mut(self.key.as_str()) {
+            Some(entry) => *entry = access.max(*entry),
+            None => {
+                self.out.columns.insert(self.key.clone(), access);
+            }
         }
         if c.vis == ColVis::Deny {
             self.deny(
@@ -1770,12 +1795,12 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn whole_row(&mut self, item: &FromItem) {
+    fn whole_row(&mut self, item: &FromItem<'a>) {
         self.all_columns = true;
         if let Some(rel) = item.rel.clone() {
-            let names: Vec<String> = rel.cols.iter().map(|c| c.name.clone()).collect();
+            let names: Vec<&'a str> = rel.cols.iter().map(|c| c.name).collect();
             for n in names {
-                self.read_column(item, &n);
+                self.read_column(item, n);
             }
         }
     }
@@ -1806,7 +1831,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn find_item(&self, alias: &str) -> Option<FromItem> {
+    fn find_item(&self, alias: &str) -> Option<FromItem<'a>> {
         for s in self.scopes.iter().rev() {
             if let Some(it) = s.items.iter().rev().find(|i| i.alias == alias) {
                 return Some(it.clone());
@@ -1818,7 +1843,7 @@ impl<'a> Walker<'a> {
     /// `schema.table.column` / `schema.table.*` against a rewritten relation: drop the
     /// schema so the reference names the derived table's alias (`quals` ends with the
     /// table name).
-    fn drop_schema_qualifier(&mut self, it: &FromItem, quals: &[&Ident]) {
+    fn drop_schema_qualifier(&mut self, it: &FromItem<'a>, quals: &[&Ident]) {
         if quals.len() < 2
             || !it.implicit_alias
             || it.target
@@ -1962,7 +1987,7 @@ impl<'a> Walker<'a> {
     // ----- DML --------------------------------------------------------------------------
 
     /// Resolves a DML target (never a CTE) and adds it to the current scope.
-    fn dml_target(&mut self, tf_name: &ObjectName, alias: Option<&Ident>) -> Option<FromItem> {
+    fn dml_target(&mut self, tf_name: &ObjectName, alias: Option<&Ident>) -> Option<FromItem<'a>> {
         self.names.insert(ptr(tf_name));
         match self.resolve(tf_name, false) {
             Resolved::Rel(rel) => {
@@ -1989,7 +2014,7 @@ impl<'a> Walker<'a> {
 
     /// Conservative guard for predicates/SET values of data-modifying statements: any
     /// identifier naming a protected target column, or the target row as a whole, refuses.
-    fn guard_target<N: Visit + ?Sized>(&mut self, target: &FromItem, node: &N) {
+    fn guard_target<N: Visit + ?Sized>(&mut self, target: &FromItem<'a>, node: &N) {
         let Some(rel) = &target.rel else {
             return;
         };
@@ -1999,7 +2024,7 @@ impl<'a> Walker<'a> {
         let mut g = TargetGuard {
             rel,
             alias: &target.alias,
-            qualifiers: HashSet::new(),
+            qualifiers: PtrSet::default(),
             hit: None,
         };
         let _ = node.visit(&mut g);
@@ -2311,7 +2336,7 @@ impl<'a> Walker<'a> {
 
     /// RETURNING of a data-modifying statement: protected target columns are replaced by
     /// their masked expressions in place; `*` and `t.*` are expanded.
-    fn returning(&mut self, target: &FromItem, items: &[SelectItem]) {
+    fn returning(&mut self, target: &FromItem<'a>, items: &[SelectItem]) {
         let Some(rel) = target.rel.clone() else {
             return;
         };
@@ -2416,7 +2441,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn note_key(&mut self, rel: &RelInfo) {
+    fn note_key(&mut self, rel: &RelInfo<'a>) {
         if rel
             .cols
             .iter()
@@ -2426,10 +2451,10 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn whole_row_returning(&mut self, reader: &FromItem, rel: &RelInfo) {
-        let names: Vec<String> = rel.cols.iter().map(|c| c.name.clone()).collect();
+    fn whole_row_returning(&mut self, reader: &FromItem<'a>, rel: &RelInfo<'a>) {
+        let names: Vec<&'a str> = rel.cols.iter().map(|c| c.name).collect();
         for n in names {
-            self.read_column(reader, &n);
+            self.read_column(reader, n);
         }
     }
 
@@ -2442,7 +2467,13 @@ impl<'a> Walker<'a> {
         (s < e).then_some((s, e))
     }
 
-    fn returning_expr(&mut self, target: &FromItem, rel: &Rc<RelInfo>, e: &Expr, top: bool) {
+    fn returning_expr(
+        &mut self,
+        target: &FromItem<'a>,
+        rel: &Rc<RelInfo<'a>>,
+        e: &Expr,
+        top: bool,
+    ) {
         // Subqueries and other FROM items are walked normally; bare references to the
         // target's protected columns are masked in place.
         let reader = FromItem {
@@ -2498,12 +2529,12 @@ impl<'a> Walker<'a> {
                 self.unsupported("could not locate a RETURNING column");
                 return;
             };
-            let col_sql = format!("{}.{}", quote_ident(&target.alias), quote_ident(&c.name));
+            let col_sql = format!("{}.{}", quote_ident(&target.alias), quote_ident(c.name));
             let mut text = format!("({})", rewrite::column_expr(c, &col_sql, self.cx.key));
             let whole_item = top && matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
             if whole_item {
                 text.push_str(" AS ");
-                text.push_str(&quote_ident(&c.name));
+                text.push_str(&quote_ident(c.name));
             }
             self.note_key(rel);
             self.push_mask_edit(Edit {
@@ -2778,9 +2809,9 @@ impl Visitor for CrossCheck<'_, '_> {
 
 /// Finds identifiers that read protected columns of a DML target (any depth).
 struct TargetGuard<'r> {
-    rel: &'r RelInfo,
+    rel: &'r RelInfo<'r>,
     alias: &'r str,
-    qualifiers: HashSet<Ptr>,
+    qualifiers: PtrSet,
     /// `Some(Some(col))` column read, `Some(None)` whole-row read.
     hit: Option<Option<String>>,
 }
@@ -2823,7 +2854,7 @@ impl Visitor for TargetGuard<'_> {
 /// In RETURNING: protected target columns or the target row referenced from inside
 /// nested queries, or the target row as a whole at the top level.
 struct NestedTargetRefs<'r> {
-    rel: &'r RelInfo,
+    rel: &'r RelInfo<'r>,
     alias: &'r str,
     depth: usize,
     hit: bool,
@@ -2879,7 +2910,7 @@ impl Visitor for NestedTargetRefs<'_> {
 
 /// Top-level references to protected target columns in a RETURNING expression.
 struct ReturningRefs<'r> {
-    rel: &'r RelInfo,
+    rel: &'r RelInfo<'r>,
     alias: &'r str,
     depth: usize,
     found: Vec<(

@@ -269,10 +269,12 @@ pub(crate) fn decide_with_edits(
         }
     };
 
-    let tokens = match Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location() {
-        Ok(t) => t,
-        Err(e) => return refuse_or_pass(e.to_string()),
-    };
+    let mut tokens = Vec::with_capacity(token_estimate(sql));
+    if let Err(e) =
+        Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location_into_buf(&mut tokens)
+    {
+        return refuse_or_pass(e.to_string());
+    }
     let lines = LineIndex::new(sql);
     if restricted {
         let scan = lexical::scan(sql);
@@ -483,6 +485,13 @@ fn report(
         effects: a.effects,
         unparsed: false,
     }
+}
+
+/// A first guess at the number of tokens of `sql` (a token and its whitespace take
+/// about four bytes in ordinary SQL), so the token vector rarely grows; capped so a
+/// huge text does not reserve more than it is likely to use.
+fn token_estimate(sql: &str) -> usize {
+    (sql.len() / 4 + 8).min(4096)
 }
 
 fn longest_segment(tokens: &[TokenWithSpan]) -> usize {

@@ -113,6 +113,10 @@ impl NamePattern {
 
     /// Glob match with `*` as the only wildcard; case-sensitive like the catalog.
     pub fn matches(&self, name: &str) -> bool {
+        // Without a `*` the glob is the name itself.
+        if !self.text.contains('*') {
+            return self.text == name;
+        }
         glob_match(self.text.as_bytes(), name.as_bytes())
     }
 }
@@ -325,6 +329,37 @@ impl Policy {
             })
             .and_then(|t| self.classes.get(&t.class))
     }
+
+    /// The tags that can apply to columns of `schema.table`, for classifying all of its
+    /// columns without matching the schema and table patterns again for each one.
+    pub fn table_tags(&self, schema: &str, table: &str) -> TableTags<'_> {
+        TableTags {
+            policy: self,
+            tags: self
+                .columns
+                .iter()
+                .filter(|t| t.schema.matches(schema) && t.table.matches(table))
+                .collect(),
+        }
+    }
+}
+
+/// The column tags of one relation, in file order (see [`Policy::table_tags`]).
+#[derive(Debug)]
+pub struct TableTags<'p> {
+    policy: &'p Policy,
+    tags: Vec<&'p ColumnTag>,
+}
+
+impl<'p> TableTags<'p> {
+    /// The class tagged on `column` of the relation: the same answer as
+    /// [`Policy::class_of`] (first matching tag wins).
+    pub fn class_of(&self, column: &str) -> Option<&'p Class> {
+        self.tags
+            .iter()
+            .find(|t| t.column.matches(column))
+            .and_then(|t| self.policy.classes.get(&t.class))
+    }
 }
 
 #[cfg(test)]
@@ -339,5 +374,59 @@ mod tests {
         assert!(NamePattern::new("*card*").matches("bank_card_no"));
         assert!(!NamePattern::new("a*b").matches("acbx"));
         assert!(NamePattern::new("a*b*c").matches("aXbYbc"));
+        assert!(NamePattern::new("abc").matches("abc"));
+        assert!(!NamePattern::new("abc").matches("abcd"));
+        assert!(!NamePattern::new("abc").matches("ABC"));
+        assert!(NamePattern::new("").matches(""));
+        assert!(!NamePattern::new("").matches("a"));
+    }
+
+    #[test]
+    fn table_tags_agree_with_class_of() {
+        let tag = |p: &str, class: &str| {
+            let mut it = p.splitn(3, '.');
+            let mut next = || NamePattern::new(it.next().unwrap_or("*"));
+            ColumnTag {
+                pattern: p.into(),
+                schema: next(),
+                table: next(),
+                column: next(),
+                class: class.into(),
+            }
+        };
+        let class = |name: &str| Class {
+            name: name.into(),
+            label: None,
+            level: 1,
+            mask: Mask::Null,
+        };
+        let policy = Policy {
+            version: 1,
+            unknown_users: UnknownUsers::Deny,
+            classes: ["a", "b", "c"]
+                .iter()
+                .map(|n| (n.to_string(), class(n)))
+                .collect(),
+            columns: vec![
+                tag("public.t.x", "a"),
+                tag("public.*.x*", "b"),
+                tag("*.t*.*", "c"),
+                tag("other.t.y", "a"),
+            ],
+            roles: BTreeMap::new(),
+            sha256: String::new(),
+        };
+        for schema in ["public", "other", "x"] {
+            for table in ["t", "tt", "u"] {
+                let tags = policy.table_tags(schema, table);
+                for column in ["x", "xy", "y", "z", ""] {
+                    assert_eq!(
+                        tags.class_of(column).map(|c| &c.name),
+                        policy.class_of(schema, table, column).map(|c| &c.name),
+                        "{schema}.{table}.{column}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -4,9 +4,11 @@
 //! Works on any text, including text that does not parse: it uses sqlparser's tokenizer
 //! and falls back to pgveil's own scanner when even tokenizing fails.
 
+use std::fmt::Write as _;
+
 use sha2::{Digest, Sha256};
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::lexical;
 
@@ -34,19 +36,17 @@ pub fn redact(sql: &str) -> Redacted {
 
 /// Stable fingerprint of a normalized text: unquoted words are case-folded.
 pub fn fingerprint(normalized: &str) -> String {
-    let mut folded = String::with_capacity(normalized.len());
+    // Byte-wise folding is the same as folding chars: `"` and ASCII letters never occur
+    // inside a multi-byte UTF-8 sequence, and non-ASCII bytes are left as they are.
+    let mut folded = Vec::with_capacity(normalized.len());
     let mut in_quote = false;
-    for ch in normalized.chars() {
-        if ch == '"' {
+    for &b in normalized.as_bytes() {
+        if b == b'"' {
             in_quote = !in_quote;
         }
-        if in_quote {
-            folded.push(ch);
-        } else {
-            folded.push(ch.to_ascii_lowercase());
-        }
+        folded.push(if in_quote { b } else { b.to_ascii_lowercase() });
     }
-    let digest = Sha256::digest(folded.as_bytes());
+    let digest = Sha256::digest(&folded);
     hex::encode(&digest[..8])
 }
 
@@ -62,9 +62,60 @@ fn push_piece(out: &mut String, piece: &str, pending_space: &mut bool) {
 /// semicolons and segments without any token other than whitespace/comments are dropped.
 pub fn redact_statements<'t>(tokens: impl IntoIterator<Item = &'t Token>) -> Vec<Redacted> {
     let mut out = Vec::new();
-    let mut current: Vec<&Token> = Vec::new();
-    let flush = |current: &mut Vec<&Token>, out: &mut Vec<Redacted>| {
-        let normalized = from_tokens(current.iter().copied());
+    let mut current = Normalizer::default();
+    for t in tokens {
+        if *t == Token::SemiColon {
+            current.finish_into(&mut out);
+        } else {
+            current.push(t);
+        }
+    }
+    current.finish_into(&mut out);
+    out
+}
+
+fn from_tokens<'t>(tokens: impl IntoIterator<Item = &'t Token>) -> String {
+    let mut n = Normalizer::default();
+    for tok in tokens {
+        n.push(tok);
+    }
+    n.out
+}
+
+/// Builds the normalized text of one statement token by token, writing each piece
+/// straight into the output.
+#[derive(Default)]
+struct Normalizer {
+    out: String,
+    /// Whitespace or a comment since the last piece.
+    space: bool,
+}
+
+impl Normalizer {
+    fn push(&mut self, tok: &Token) {
+        match tok {
+            Token::Whitespace(_) => self.space = true,
+            Token::EOF => {}
+            Token::Number(..) => push_piece(&mut self.out, "?", &mut self.space),
+            lit if crate::lexical::is_literal_text(lit) => {
+                push_piece(&mut self.out, "?", &mut self.space)
+            }
+            // An unquoted word prints as its value.
+            Token::Word(w) if w.quote_style.is_none() => {
+                push_piece(&mut self.out, &w.value, &mut self.space)
+            }
+            other => {
+                push_piece(&mut self.out, "", &mut self.space);
+                // Writing into a String cannot fail.
+                let _ = write!(self.out, "{other}");
+            }
+        }
+    }
+
+    /// Appends the statement (unless it is empty) to `out` and starts the next one.
+    fn finish_into(&mut self, out: &mut Vec<Redacted>) {
+        let normalized = std::mem::take(&mut self.out);
+        self.space = false;
         if !normalized.is_empty() {
             let fingerprint = fingerprint(&normalized);
             out.push(Redacted {
@@ -72,34 +123,7 @@ pub fn redact_statements<'t>(tokens: impl IntoIterator<Item = &'t Token>) -> Vec
                 fingerprint,
             });
         }
-        current.clear();
-    };
-    for t in tokens {
-        if *t == Token::SemiColon {
-            flush(&mut current, &mut out);
-        } else {
-            current.push(t);
-        }
     }
-    flush(&mut current, &mut out);
-    out
-}
-
-fn from_tokens<'t>(tokens: impl IntoIterator<Item = &'t Token>) -> String {
-    let mut out = String::new();
-    let mut space = false;
-    for tok in tokens {
-        match tok {
-            Token::Whitespace(Whitespace::SingleLineComment { .. })
-            | Token::Whitespace(Whitespace::MultiLineComment(_))
-            | Token::Whitespace(_) => space = true,
-            Token::EOF => {}
-            Token::Number(..) => push_piece(&mut out, "?", &mut space),
-            lit if crate::lexical::is_literal_text(lit) => push_piece(&mut out, "?", &mut space),
-            other => push_piece(&mut out, &other.to_string(), &mut space),
-        }
-    }
-    out
 }
 
 /// Conservative fallback: every literal region becomes `?`, comments go, digits go.
@@ -187,5 +211,29 @@ mod tests {
         let r = redact("SELECT 13800138000 FROM t WHERE a = 'x");
         assert!(!r.normalized.contains("13800138000"), "{}", r.normalized);
         assert!(!from_scan("x = 1380013 /* 99 */ 'abc'").contains("13"));
+    }
+
+    #[test]
+    fn statements_are_normalized_one_by_one() {
+        let sql = "SELECT \"Mixed\"\"q\", a.b FROM t WHERE x = 'k' -- c\n; ; /* only */ ;\nUPDATE t SET y=1";
+        let toks = Tokenizer::new(&PostgreSqlDialect {}, sql)
+            .tokenize()
+            .expect("tokenizes");
+        let got: Vec<String> = redact_statements(&toks)
+            .into_iter()
+            .map(|r| r.normalized)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "SELECT \"Mixed\"\"q\", a.b FROM t WHERE x = ?",
+                "UPDATE t SET y=?"
+            ]
+        );
+        assert_eq!(
+            fingerprint("SELECT \"Ab\" FROM Ü"),
+            fingerprint("select \"Ab\" from Ü")
+        );
+        assert_ne!(fingerprint("SELECT \"Ab\""), fingerprint("SELECT \"ab\""));
     }
 }

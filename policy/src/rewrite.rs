@@ -19,11 +19,11 @@ pub struct Edit {
 pub const DERIVED_MARK: &str = "/*pgveil*/";
 
 /// The SQL expression that a column becomes for the role (`col_sql` is its reference).
-pub(crate) fn column_expr(col: &ColInfo, col_sql: &str, key: &MaskKey) -> String {
+pub(crate) fn column_expr(col: &ColInfo<'_>, col_sql: &str, key: &MaskKey) -> String {
     match &col.vis {
         ColVis::Raw => col_sql.to_string(),
-        ColVis::Mask(m) => mask::render(m, col_sql, &col.type_name, key),
-        ColVis::Deny => mask::null_of(&col.type_name),
+        ColVis::Mask(m) => mask::render(m, col_sql, col.type_name, key),
+        ColVis::Deny => mask::null_of(col.type_name),
     }
 }
 
@@ -31,15 +31,15 @@ pub(crate) fn column_expr(col: &ColInfo, col_sql: &str, key: &MaskKey) -> String
 /// listing the columns `keep` accepts, in table order (the first column when it accepts
 /// none, so the select list is never empty).
 pub(crate) fn derived_table(
-    rel: &RelInfo,
+    rel: &RelInfo<'_>,
     key: &MaskKey,
-    mut keep: impl FnMut(&ColInfo) -> bool,
+    mut keep: impl FnMut(&ColInfo<'_>) -> bool,
 ) -> String {
     let mut sql = String::with_capacity(64 + rel.cols.len() * 48);
     sql.push_str("(SELECT ");
     sql.push_str(DERIVED_MARK);
     sql.push(' ');
-    let mut kept: Vec<&ColInfo> = rel.cols.iter().filter(|c| keep(c)).collect();
+    let mut kept: Vec<&ColInfo<'_>> = rel.cols.iter().filter(|c| keep(c)).collect();
     if kept.is_empty() {
         kept.extend(rel.cols.first());
     }
@@ -47,7 +47,7 @@ pub(crate) fn derived_table(
         if i > 0 {
             sql.push_str(", ");
         }
-        let q = quote_ident(&c.name);
+        let q = quote_ident(c.name);
         if c.vis == ColVis::Raw {
             sql.push_str(&q);
         } else {
@@ -71,16 +71,16 @@ pub(crate) fn derived_table(
 }
 
 /// The expansion of `RETURNING *` for a DML target referenced as `alias`.
-pub(crate) fn returning_list(rel: &RelInfo, alias: &str, key: &MaskKey) -> String {
+pub(crate) fn returning_list(rel: &RelInfo<'_>, alias: &str, key: &MaskKey) -> String {
     let a = quote_ident(alias);
     rel.cols
         .iter()
         .map(|c| {
-            let r = format!("{a}.{}", quote_ident(&c.name));
+            let r = format!("{a}.{}", quote_ident(c.name));
             if c.vis == ColVis::Raw {
                 r
             } else {
-                format!("{} AS {}", column_expr(c, &r, key), quote_ident(&c.name))
+                format!("{} AS {}", column_expr(c, &r, key), quote_ident(c.name))
             }
         })
         .collect::<Vec<_>>()
