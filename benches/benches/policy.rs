@@ -4,6 +4,10 @@
 //! a shape hit, the path of a repeated statement whose constants change.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+
+/// The allocator the `pgveil` binary runs with, so that the figures are the proxy's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pgveil_policy::decide::{decide, SessionFacts, Verdict};
 use pgveil_policy::testing::Sample;
 
