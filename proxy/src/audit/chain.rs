@@ -172,7 +172,8 @@ impl Chain {
         out.extend_from_slice(b"\"}\n");
         self.next_seq = self.next_seq.saturating_add(1);
         self.prev_hash.clear();
-        self.prev_hash.extend(hash.iter().map(|&b| char::from(b)));
+        self.prev_hash
+            .push_str(std::str::from_utf8(&hash).unwrap_or_default());
     }
 
     /// The `seq` the next line will get.
@@ -506,6 +507,60 @@ mod tests {
         assert!(String::from_utf8(out)
             .expect("utf-8")
             .contains("\"query\":\"SELECT ?\""));
+    }
+
+    #[test]
+    fn prepared_members_seal_the_same_line_as_fields() {
+        use super::super::line::{SessionJson, StatementJson};
+        use std::sync::Arc;
+        let fields = AuditEvent {
+            session: Some("7f3a".into()),
+            user: Some("support_app".into()),
+            role: Some("support".into()),
+            database: Some("shop".into()),
+            kind: Some("select".into()),
+            decision: Some("rewrite".into()),
+            query: Some("SELECT phone FROM customers WHERE id_card = '110101199003071234'".into()),
+            fingerprint: Some("c0ffee".into()),
+            tables: vec!["public.customers".into()],
+            columns: Columns {
+                masked: vec!["public.customers.phone".into()],
+                raw: vec![],
+                denied: vec![],
+            },
+            classes: vec!["phone".into()],
+            rows: Some(1),
+            duration_ms: Some(0.41),
+            ts: Some(std::time::UNIX_EPOCH),
+            ..AuditEvent::default()
+        };
+        let prepared = AuditEvent {
+            session_json: Some(Arc::new(SessionJson::new(&SessionMembers::of(&fields)))),
+            statement_json: Some(Arc::new(StatementJson::new(
+                &StatementMembers::of(&fields),
+                1024,
+            ))),
+            kind: fields.kind.clone(),
+            decision: fields.decision.clone(),
+            rows: fields.rows,
+            duration_ms: fields.duration_ms,
+            ts: fields.ts,
+            ..AuditEvent::default()
+        };
+        let (mut a, mut b) = (
+            Chain::new(DEFAULT_GENESIS, None, 1024),
+            Chain::new(DEFAULT_GENESIS, None, 1024),
+        );
+        let (mut from_fields, mut from_prepared) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            a.append(&fields, &mut from_fields);
+            b.append(&prepared, &mut from_prepared);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&from_fields),
+            String::from_utf8_lossy(&from_prepared)
+        );
+        assert!(!String::from_utf8_lossy(&from_prepared).contains("110101"));
     }
 
     #[test]

@@ -43,13 +43,13 @@ impl<'a> SessionMembers<'a> {
 
     /// Appends `,"session":…` through `,"purpose":…`.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
-        opt_str(out, "session", self.session);
-        opt_str(out, "user", self.user);
-        opt_str(out, "role", self.role);
-        opt_str(out, "client", self.client);
-        opt_str(out, "application", self.application);
-        opt_str(out, "database", self.database);
-        opt_str(out, "purpose", self.purpose);
+        opt_str(out, b",\"session\":", self.session);
+        opt_str(out, b",\"user\":", self.user);
+        opt_str(out, b",\"role\":", self.role);
+        opt_str(out, b",\"client\":", self.client);
+        opt_str(out, b",\"application\":", self.application);
+        opt_str(out, b",\"database\":", self.database);
+        opt_str(out, b",\"purpose\":", self.purpose);
     }
 }
 
@@ -91,16 +91,15 @@ impl<'a> StatementMembers<'a> {
 
     /// [`StatementMembers::write`] with `query` already stripped and cut.
     pub(crate) fn write_scrubbed(&self, out: &mut Vec<u8>, query: Option<&str>) {
-        opt_str(out, "query", query);
-        opt_str(out, "fingerprint", self.fingerprint);
-        list(out, false, "tables", self.tables);
-        key(out, false, "columns");
-        out.push(b'{');
-        list(out, true, "masked", self.masked);
-        list(out, false, "raw", self.raw);
-        list(out, false, "denied", self.denied);
+        opt_str(out, b",\"query\":", query);
+        opt_str(out, b",\"fingerprint\":", self.fingerprint);
+        list(out, b",\"tables\":", self.tables);
+        out.extend_from_slice(b",\"columns\":{");
+        list(out, b"\"masked\":", self.masked);
+        list(out, b",\"raw\":", self.raw);
+        list(out, b",\"denied\":", self.denied);
         out.push(b'}');
-        list(out, false, "classes", self.classes);
+        list(out, b",\"classes\":", self.classes);
     }
 }
 
@@ -145,11 +144,10 @@ impl StatementJson {
 
 /// Appends `{"seq":…,"ts":…,"event":…`.
 pub(crate) fn write_head(out: &mut Vec<u8>, seq: u64, ts: &str, event: EventKind) {
-    out.push(b'{');
-    key(out, true, "seq");
+    out.extend_from_slice(b"{\"seq\":");
     push_u64(out, seq);
-    opt_str(out, "ts", Some(ts));
-    opt_str(out, "event", Some(event.as_str()));
+    opt_str(out, b",\"ts\":", Some(ts));
+    opt_str(out, b",\"event\":", Some(event.as_str()));
 }
 
 /// Appends `,"kind":…,"decision":…,"reason":…`.
@@ -159,9 +157,9 @@ pub(crate) fn write_verdict(
     decision: Option<&str>,
     reason: Option<&str>,
 ) {
-    opt_str(out, "kind", kind);
-    opt_str(out, "decision", decision);
-    opt_str(out, "reason", reason);
+    opt_str(out, b",\"kind\":", kind);
+    opt_str(out, b",\"decision\":", decision);
+    opt_str(out, b",\"reason\":", reason);
 }
 
 /// The members after `classes`.
@@ -177,17 +175,23 @@ pub(crate) struct Tail<'a> {
 impl Tail<'_> {
     /// Appends `,"rows":…` through `,"prev_hash":…}` (the line without `hash`).
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
-        key(out, false, "rows");
+        out.extend_from_slice(b",\"rows\":");
         match self.rows {
             Some(n) => push_u64(out, n),
             None => out.extend_from_slice(b"null"),
         }
-        key(out, false, "duration_ms");
-        value(out, &self.duration_ms);
-        opt_str(out, "sqlstate", self.sqlstate);
-        key(out, false, "details");
-        value(out, &self.details);
-        opt_str(out, "prev_hash", Some(self.prev_hash));
+        out.extend_from_slice(b",\"duration_ms\":");
+        match self.duration_ms {
+            Some(d) => value(out, &d),
+            None => out.extend_from_slice(b"null"),
+        }
+        opt_str(out, b",\"sqlstate\":", self.sqlstate);
+        out.extend_from_slice(b",\"details\":");
+        match self.details {
+            Some(d) => value(out, d),
+            None => out.extend_from_slice(b"null"),
+        }
+        opt_str(out, b",\"prev_hash\":", Some(self.prev_hash));
         out.push(b'}');
     }
 }
@@ -204,25 +208,18 @@ pub(crate) fn truncate(q: Cow<'_, str>, max: usize) -> Cow<'_, str> {
     Cow::Owned(format!("{}{TRUNCATED}", &q[..end]))
 }
 
-fn key(out: &mut Vec<u8>, first: bool, name: &str) {
-    if !first {
-        out.push(b',');
-    }
-    out.push(b'"');
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
-}
-
-fn opt_str(out: &mut Vec<u8>, name: &str, v: Option<&str>) {
-    key(out, false, name);
+/// Appends `key` (`,"name":` with its comma and colon) and `v` as a JSON string or null.
+fn opt_str(out: &mut Vec<u8>, key: &[u8], v: Option<&str>) {
+    out.extend_from_slice(key);
     match v {
         Some(v) => push_json_str(out, v),
         None => out.extend_from_slice(b"null"),
     }
 }
 
-fn list(out: &mut Vec<u8>, first: bool, name: &str, v: &[String]) {
-    key(out, first, name);
+/// Appends `key` and `v` as a JSON array of strings.
+fn list(out: &mut Vec<u8>, key: &[u8], v: &[String]) {
+    out.extend_from_slice(key);
     out.push(b'[');
     for (i, s) in v.iter().enumerate() {
         if i > 0 {
