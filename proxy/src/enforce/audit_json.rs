@@ -28,23 +28,35 @@ pub(crate) struct SessionIds<'a> {
     pub purpose: Option<&'a Arc<str>>,
 }
 
+/// The session members and the role and purpose they were built for.
+struct BuiltSession {
+    role: Option<Arc<str>>,
+    purpose: Option<Arc<str>>,
+    json: Arc<SessionJson>,
+}
+
+/// A report's members, with the reports it belongs to kept alive so that its address is
+/// never reused for another report while the entry exists.
+struct BuiltReport {
+    _reports: Arc<[StatementReport]>,
+    json: Arc<StatementJson>,
+}
+
 /// One session's serialized members.
 #[derive(Default)]
 pub(crate) struct AuditJson {
-    /// Role and purpose it was built for, and the members.
-    session: Option<(Option<Arc<str>>, Option<Arc<str>>, Arc<SessionJson>)>,
-    /// By address of the report; the value keeps the reports alive, so an address is
-    /// never reused for another report while its entry exists.
-    reports: HashMap<usize, (Arc<[StatementReport]>, Arc<StatementJson>), BuildAddrHasher>,
+    session: Option<BuiltSession>,
+    /// By address of the report.
+    reports: HashMap<usize, BuiltReport, BuildAddrHasher>,
 }
 
 impl AuditJson {
     /// The identity members, rebuilt when the role or purpose is not the one they were
     /// built for.
     pub fn session(&mut self, ids: &SessionIds<'_>) -> Arc<SessionJson> {
-        if let Some((role, purpose, json)) = &self.session {
-            if role.as_ref() == ids.role && purpose.as_ref() == ids.purpose {
-                return json.clone();
+        if let Some(b) = &self.session {
+            if b.role.as_ref() == ids.role && b.purpose.as_ref() == ids.purpose {
+                return b.json.clone();
             }
         }
         let json = Arc::new(SessionJson::new(&SessionMembers {
@@ -56,7 +68,11 @@ impl AuditJson {
             database: Some(ids.database),
             purpose: ids.purpose.map(|p| &**p),
         }));
-        self.session = Some((ids.role.cloned(), ids.purpose.cloned(), json.clone()));
+        self.session = Some(BuiltSession {
+            role: ids.role.cloned(),
+            purpose: ids.purpose.cloned(),
+            json: json.clone(),
+        });
         json
     }
 
@@ -69,8 +85,8 @@ impl AuditJson {
     ) -> Arc<StatementJson> {
         let report = &outcome.statements[index];
         let addr = std::ptr::from_ref(report) as usize;
-        if let Some((_, json)) = self.reports.get(&addr) {
-            return json.clone();
+        if let Some(b) = self.reports.get(&addr) {
+            return b.json.clone();
         }
         let json = Arc::new(auditor.statement_json(&StatementMembers {
             query: Some(&report.normalized),
@@ -84,8 +100,13 @@ impl AuditJson {
         if self.reports.len() >= MAX_REPORTS {
             self.reports.clear();
         }
-        self.reports
-            .insert(addr, (outcome.statements.clone(), json.clone()));
+        self.reports.insert(
+            addr,
+            BuiltReport {
+                _reports: outcome.statements.clone(),
+                json: json.clone(),
+            },
+        );
         json
     }
 }
