@@ -34,6 +34,9 @@ impl AuditObserver for MetricsObserver {
     fn written(&self, sink: &str) {
         metrics().audit_written(sink);
     }
+    fn written_many(&self, sink: &str, n: usize) {
+        metrics().audit_written_n(sink, n);
+    }
     fn failed(&self, sink: &str) {
         metrics().audit_failed(sink);
     }

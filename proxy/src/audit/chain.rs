@@ -9,17 +9,20 @@
 //! first line). Hashing the exact bytes makes the check independent of any JSON
 //! re-serialization: anyone can verify with `head -c`, `sha256sum` and the previous line.
 
-use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::config::is_hash_hex;
-use super::event::{rfc3339_millis, AuditEvent, Columns, EventKind};
-use super::literals::strip_literals;
+use super::event::{rfc3339_millis, AuditEvent};
+#[cfg(test)]
+use super::event::{Columns, EventKind};
+#[cfg(test)]
+use super::line::push_json_str;
+use super::line::{self, SessionMembers, StatementMembers};
 
 /// Bytes after the hashed part of a line: `,"hash":"` + 64 hex + `"}`.
 const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
@@ -34,6 +37,49 @@ pub(crate) struct Chain {
     /// `ts` of the last line up to the seconds (`2026-11-24T10:00:00.`) and the Unix
     /// second it stands for: most lines of a batch share it, so only millis are formatted.
     ts_second: Option<(u64, String)>,
+}
+
+/// A formatted `ts`, on the stack: stamping a line allocates nothing.
+#[derive(Clone, Copy)]
+struct Stamp {
+    buf: [u8; Stamp::CAP],
+    len: usize,
+}
+
+impl Stamp {
+    /// Room for the longest RFC 3339 time a `SystemTime` can give (a 12-digit year).
+    const CAP: usize = 40;
+
+    /// `prefix` (ASCII, up to the seconds' dot) followed by `millis` (`mmmZ`).
+    fn new(prefix: &str, millis: [u8; 4]) -> Stamp {
+        let mut buf = [0u8; Stamp::CAP];
+        let keep = prefix.len().min(Stamp::CAP - millis.len());
+        buf[..keep].copy_from_slice(&prefix.as_bytes()[..keep]);
+        buf[keep..keep + millis.len()].copy_from_slice(&millis);
+        Stamp {
+            buf,
+            len: keep + millis.len(),
+        }
+    }
+}
+
+impl std::ops::Deref for Stamp {
+    type Target = str;
+    fn deref(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl PartialEq<String> for Stamp {
+    fn eq(&self, other: &String) -> bool {
+        **self == **other
+    }
 }
 
 /// The last valid line of an existing log, from which a restarted writer continues.
@@ -59,7 +105,7 @@ impl Chain {
     }
 
     /// `t` as RFC 3339 UTC with milliseconds, reusing the formatted second.
-    fn stamp(&mut self, t: std::time::SystemTime) -> String {
+    fn stamp(&mut self, t: std::time::SystemTime) -> Stamp {
         let d = t
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or(std::time::Duration::ZERO);
@@ -73,59 +119,61 @@ impl Chain {
                 &self.ts_second.insert((secs, full)).1
             }
         };
-        let mut ts = String::with_capacity(prefix.len() + 4);
-        ts.push_str(prefix);
         let ms = d.subsec_millis();
-        ts.push(char::from(b'0' + (ms / 100) as u8));
-        ts.push(char::from(b'0' + (ms / 10 % 10) as u8));
-        ts.push(char::from(b'0' + (ms % 10) as u8));
-        ts.push('Z');
-        ts
+        Stamp::new(
+            prefix,
+            [
+                b'0' + (ms / 100) as u8,
+                b'0' + (ms / 10 % 10) as u8,
+                b'0' + (ms % 10) as u8,
+                b'Z',
+            ],
+        )
     }
 
     /// Appends the sealed line for `ev` (with its trailing newline) to `out`. `ts` is
     /// stamped now when the event has none; literals left in `query` become `?` and a
-    /// query longer than `max_query_bytes` is cut.
+    /// query longer than `max_query_bytes` is cut. Members the event carries serialized
+    /// ahead of time ([`SessionJson`](super::SessionJson),
+    /// [`StatementJson`](super::StatementJson)) are spliced in as they are.
     pub fn append(&mut self, ev: &AuditEvent, out: &mut Vec<u8>) {
         let ts = self.stamp(ev.ts.unwrap_or_else(std::time::SystemTime::now));
-        let query = ev
-            .query
-            .as_deref()
-            .map(|q| truncate(strip_literals(q), self.max_query_bytes));
-        let line = LineRef {
-            seq: self.next_seq,
-            ts: &ts,
-            event: ev.event,
-            session: ev.session.as_deref(),
-            user: ev.user.as_deref(),
-            role: ev.role.as_deref(),
-            client: ev.client.as_deref(),
-            application: ev.application.as_deref(),
-            database: ev.database.as_deref(),
-            purpose: ev.purpose.as_deref(),
-            kind: ev.kind.as_deref(),
-            decision: ev.decision.as_deref(),
-            reason: ev.reason.as_deref(),
-            query: query.as_deref(),
-            fingerprint: ev.fingerprint.as_deref(),
-            tables: &ev.tables,
-            columns: &ev.columns,
-            classes: &ev.classes,
+        let start = out.len();
+        line::write_head(out, self.next_seq, &ts, ev.event);
+        match &ev.session_json {
+            Some(j) => out.extend_from_slice(j.bytes()),
+            None => SessionMembers::of(ev).write(out),
+        }
+        line::write_verdict(
+            out,
+            ev.kind.as_deref(),
+            ev.decision.as_deref(),
+            ev.reason.as_deref(),
+        );
+        match &ev.statement_json {
+            Some(j) => out.extend_from_slice(j.bytes()),
+            None => StatementMembers::of(ev).write(out, self.max_query_bytes),
+        }
+        line::Tail {
             rows: ev.rows,
             duration_ms: ev.duration_ms,
             sqlstate: ev.sqlstate.as_deref(),
             details: ev.details.as_ref(),
             prev_hash: &self.prev_hash,
-        };
-        let start = out.len();
-        line.write(out);
-        let hash = hex::encode(Sha256::digest(&out[start..]));
+        }
+        .write(out);
+        let digest = Sha256::digest(&out[start..]);
+        let mut hash = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(digest, &mut hash);
         out.pop();
         out.extend_from_slice(b",\"hash\":\"");
-        out.extend_from_slice(hash.as_bytes());
+        out.extend_from_slice(&hash);
         out.extend_from_slice(b"\"}\n");
         self.next_seq = self.next_seq.saturating_add(1);
-        self.prev_hash = hash;
+        self.prev_hash.clear();
+        self.prev_hash
+            .push_str(std::str::from_utf8(&hash).unwrap_or_default());
     }
 
     /// The `seq` the next line will get.
@@ -135,23 +183,10 @@ impl Chain {
     }
 }
 
-/// Cuts `q` to at most `max` bytes at a character boundary, marking the cut.
-fn truncate(q: Cow<'_, str>, max: usize) -> Cow<'_, str> {
-    if q.len() <= max {
-        return q;
-    }
-    let mut end = max;
-    while !q.is_char_boundary(end) {
-        end -= 1;
-    }
-    Cow::Owned(format!("{}{TRUNCATED}", &q[..end]))
-}
-
-/// Appended to a query cut at `max_query_bytes`.
-const TRUNCATED: &str = "…[truncated]";
-
-/// Borrowed view that fixes the member order of a line.
-#[derive(Serialize)]
+/// Borrowed view of every member of a line in order (what `serde_json` would write of
+/// it is what [`Chain::append`] writes).
+#[cfg(test)]
+#[derive(serde::Serialize)]
 struct LineRef<'a> {
     seq: u64,
     ts: &'a str,
@@ -178,133 +213,42 @@ struct LineRef<'a> {
     prev_hash: &'a str,
 }
 
+#[cfg(test)]
 impl LineRef<'_> {
-    /// Appends the line without `hash` (`{…,"prev_hash":"…"}`), byte for byte what
-    /// `serde_json::to_writer` makes of it, without its per-field machinery.
+    /// Appends the line without `hash` (`{…,"prev_hash":"…"}`) from the same pieces
+    /// [`Chain::append`] uses.
     fn write(&self, out: &mut Vec<u8>) {
-        fn key(out: &mut Vec<u8>, first: bool, name: &str) {
-            if !first {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
+        line::write_head(out, self.seq, self.ts, self.event);
+        SessionMembers {
+            session: self.session,
+            user: self.user,
+            role: self.role,
+            client: self.client,
+            application: self.application,
+            database: self.database,
+            purpose: self.purpose,
         }
-        fn opt_str(out: &mut Vec<u8>, name: &str, v: Option<&str>) {
-            key(out, false, name);
-            match v {
-                Some(v) => push_json_str(out, v),
-                None => out.extend_from_slice(b"null"),
-            }
+        .write(out);
+        line::write_verdict(out, self.kind, self.decision, self.reason);
+        StatementMembers {
+            query: self.query,
+            fingerprint: self.fingerprint,
+            tables: self.tables,
+            masked: &self.columns.masked,
+            raw: &self.columns.raw,
+            denied: &self.columns.denied,
+            classes: self.classes,
         }
-        fn list(out: &mut Vec<u8>, first: bool, name: &str, v: &[String]) {
-            key(out, first, name);
-            out.push(b'[');
-            for (i, s) in v.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                push_json_str(out, s);
-            }
-            out.push(b']');
+        .write_scrubbed(out, self.query);
+        line::Tail {
+            rows: self.rows,
+            duration_ms: self.duration_ms,
+            sqlstate: self.sqlstate,
+            details: self.details,
+            prev_hash: self.prev_hash,
         }
-        fn value<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
-            serde_json::to_writer(&mut *out, v)
-                .expect("numbers and JSON values always serialize into memory");
-        }
-        out.push(b'{');
-        key(out, true, "seq");
-        out.extend_from_slice(self.seq.to_string().as_bytes());
-        opt_str(out, "ts", Some(self.ts));
-        opt_str(out, "event", Some(self.event.as_str()));
-        opt_str(out, "session", self.session);
-        opt_str(out, "user", self.user);
-        opt_str(out, "role", self.role);
-        opt_str(out, "client", self.client);
-        opt_str(out, "application", self.application);
-        opt_str(out, "database", self.database);
-        opt_str(out, "purpose", self.purpose);
-        opt_str(out, "kind", self.kind);
-        opt_str(out, "decision", self.decision);
-        opt_str(out, "reason", self.reason);
-        opt_str(out, "query", self.query);
-        opt_str(out, "fingerprint", self.fingerprint);
-        list(out, false, "tables", self.tables);
-        key(out, false, "columns");
-        out.push(b'{');
-        list(out, true, "masked", &self.columns.masked);
-        list(out, false, "raw", &self.columns.raw);
-        list(out, false, "denied", &self.columns.denied);
-        out.push(b'}');
-        list(out, false, "classes", self.classes);
-        key(out, false, "rows");
-        match self.rows {
-            Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
-        key(out, false, "duration_ms");
-        value(out, &self.duration_ms);
-        opt_str(out, "sqlstate", self.sqlstate);
-        key(out, false, "details");
-        value(out, &self.details);
-        opt_str(out, "prev_hash", Some(self.prev_hash));
-        out.push(b'}');
+        .write(out);
     }
-}
-
-/// Appends `s` as a JSON string, escaped exactly as serde_json does (quote, backslash and
-/// control characters; everything else, non-ASCII included, as is).
-fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let clean = clean_prefix(bytes);
-    let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate().skip(clean) {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[run..i]);
-        if esc.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.extend_from_slice(esc);
-        }
-        run = i + 1;
-    }
-    out.extend_from_slice(&bytes[run..]);
-    out.push(b'"');
-}
-
-/// Length of the longest prefix of whole 8-byte words of `bytes` that needs no JSON
-/// escape (no control character, quote or backslash), tested a word at a time.
-fn clean_prefix(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Some byte of `w` is below `n` (n <= 128), or equal to `b`.
-    let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGH != 0;
-    let has = |w: u64, b: u8| below(w ^ (ONES * u64::from(b)), 1);
-    let mut done = 0;
-    for chunk in bytes.chunks_exact(8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        if below(w, 0x20) || has(w, b'"') || has(w, b'\\') {
-            break;
-        }
-        done += 8;
-    }
-    done
 }
 
 /// The chain members of a line that passed [`check_line`].
@@ -563,6 +507,60 @@ mod tests {
         assert!(String::from_utf8(out)
             .expect("utf-8")
             .contains("\"query\":\"SELECT ?\""));
+    }
+
+    #[test]
+    fn prepared_members_seal_the_same_line_as_fields() {
+        use super::super::line::{SessionJson, StatementJson};
+        use std::sync::Arc;
+        let fields = AuditEvent {
+            session: Some("7f3a".into()),
+            user: Some("support_app".into()),
+            role: Some("support".into()),
+            database: Some("shop".into()),
+            kind: Some("select".into()),
+            decision: Some("rewrite".into()),
+            query: Some("SELECT phone FROM customers WHERE id_card = '110101199003071234'".into()),
+            fingerprint: Some("c0ffee".into()),
+            tables: vec!["public.customers".into()],
+            columns: Columns {
+                masked: vec!["public.customers.phone".into()],
+                raw: vec![],
+                denied: vec![],
+            },
+            classes: vec!["phone".into()],
+            rows: Some(1),
+            duration_ms: Some(0.41),
+            ts: Some(std::time::UNIX_EPOCH),
+            ..AuditEvent::default()
+        };
+        let prepared = AuditEvent {
+            session_json: Some(Arc::new(SessionJson::new(&SessionMembers::of(&fields)))),
+            statement_json: Some(Arc::new(StatementJson::new(
+                &StatementMembers::of(&fields),
+                1024,
+            ))),
+            kind: fields.kind.clone(),
+            decision: fields.decision.clone(),
+            rows: fields.rows,
+            duration_ms: fields.duration_ms,
+            ts: fields.ts,
+            ..AuditEvent::default()
+        };
+        let (mut a, mut b) = (
+            Chain::new(DEFAULT_GENESIS, None, 1024),
+            Chain::new(DEFAULT_GENESIS, None, 1024),
+        );
+        let (mut from_fields, mut from_prepared) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            a.append(&fields, &mut from_fields);
+            b.append(&prepared, &mut from_prepared);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&from_fields),
+            String::from_utf8_lossy(&from_prepared)
+        );
+        assert!(!String::from_utf8_lossy(&from_prepared).contains("110101"));
     }
 
     #[test]

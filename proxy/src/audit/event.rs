@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::line::{SessionJson, StatementJson};
+
 /// What happened. Serialized in snake_case (`statement`, `session_start`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,6 +76,9 @@ pub struct AuditEvent {
     pub database: Option<Arc<str>>,
     /// Declared purpose of the session.
     pub purpose: Option<Arc<str>>,
+    /// `session` … `purpose` serialized ahead of time (once per session); when set, the
+    /// writer splices it in place of those seven fields, which are then ignored.
+    pub session_json: Option<Arc<SessionJson>>,
     /// Statement kind (`select`, `update`, …).
     pub kind: Option<Cow<'static, str>>,
     /// `allow`, `rewrite` or `deny`.
@@ -90,6 +95,10 @@ pub struct AuditEvent {
     pub columns: Columns,
     /// Classes of the masked, raw or denied columns.
     pub classes: Vec<String>,
+    /// `query` … `classes` serialized ahead of time (once per cached decision, literals
+    /// already stripped); when set, the writer splices it in place of those fields,
+    /// which are then ignored.
+    pub statement_json: Option<Arc<StatementJson>>,
     /// Rows returned or affected.
     pub rows: Option<u64>,
     /// Time from receiving the statement to its completion, in milliseconds.

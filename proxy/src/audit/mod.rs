@@ -10,7 +10,8 @@
 //! - `config`: the `[audit]` section.
 //! - `event`: [`AuditEvent`] and its timestamp format.
 //! - `literals`: strips literals left in a query (defence in depth).
-//! - `chain`: line layout, sealing, checking one line, finding the last valid line.
+//! - `line`: member order and JSON of a line; members serialized ahead of time.
+//! - `chain`: sealing, checking one line, finding the last valid line.
 //! - `writer`: the single task that owns the chain.
 //! - `sink`: batches, the `Sink` seam, the retrying driver.
 //! - `file`, `stdout`, `http`: the sinks.
@@ -21,6 +22,7 @@ mod config;
 mod event;
 mod file;
 mod http;
+mod line;
 mod literals;
 mod sink;
 mod stdout;
@@ -43,6 +45,7 @@ pub use config::{
     StdoutSinkConfig, DEFAULT_GENESIS,
 };
 pub use event::{rfc3339_millis, AuditEvent, Columns, EventKind};
+pub use line::{SessionJson, SessionMembers, StatementJson, StatementMembers};
 pub use literals::strip_literals;
 pub use verify::{
     cli_verify, cli_verify_with, discover_rotated, verify, ChainProblem, VerifyError, VerifyReport,
@@ -88,6 +91,13 @@ pub enum AuditError {
 pub trait AuditObserver: Send + Sync {
     /// One event was delivered to `sink`.
     fn written(&self, sink: &str);
+    /// `n` events were delivered to `sink` (one flush): override to count them at once
+    /// instead of `n` calls to [`AuditObserver::written`].
+    fn written_many(&self, sink: &str, n: usize) {
+        for _ in 0..n {
+            self.written(sink);
+        }
+    }
     /// One delivery attempt to `sink` failed (it will be retried; nothing is lost).
     fn failed(&self, sink: &str);
     /// `n` events were dropped (`on_failure = "drop"` with a full queue).
@@ -118,6 +128,7 @@ struct Active {
     on_failure: OnFailure,
     block_timeout: Duration,
     capacity: usize,
+    max_query_bytes: usize,
     shared: Arc<Shared>,
     observer: Arc<dyn AuditObserver>,
     closed: AtomicBool,
@@ -229,6 +240,7 @@ impl Auditor {
                 on_failure: cfg.on_failure,
                 block_timeout: cfg.block_timeout(),
                 capacity: cfg.queue_capacity,
+                max_query_bytes: cfg.max_query_bytes,
                 shared,
                 observer,
                 closed: AtomicBool::new(false),
@@ -246,6 +258,17 @@ impl Auditor {
     /// Whether events go anywhere.
     pub fn is_enabled(&self) -> bool {
         self.inner.is_some()
+    }
+
+    /// `m` serialized for [`AuditEvent::statement_json`]: literals stripped and the
+    /// query cut to `max_query_bytes` now, so that events of a cached decision share
+    /// one copy and the writer neither escapes nor re-scans it per event.
+    pub fn statement_json(&self, m: &StatementMembers<'_>) -> StatementJson {
+        let max = self.inner.as_ref().map_or_else(
+            || AuditConfig::default().max_query_bytes,
+            |a| a.max_query_bytes,
+        );
+        StatementJson::new(m, max)
     }
 
     /// Reserves a queue place; call BEFORE forwarding a statement. Returns at once while

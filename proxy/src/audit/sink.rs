@@ -218,8 +218,8 @@ async fn flush_until_done<S: Sink>(
     let mut delay = backoff.initial;
     loop {
         let out = sink.flush(closing).await;
-        for _ in 0..out.delivered {
-            observer.written(&state.name);
+        if out.delivered > 0 {
+            observer.written_many(&state.name, out.delivered);
         }
         let Some(error) = out.error else {
             if !state.is_healthy() {

@@ -6,6 +6,7 @@
 //! asks `pgveil_policy::decide` about every statement and turns the outcome into a
 //! forward, rewrite or refusal.
 
+mod audit_json;
 pub mod cache;
 pub mod reload;
 pub mod scrub;

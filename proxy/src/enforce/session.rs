@@ -13,9 +13,10 @@ use pgveil_policy::decide::{
 use pgveil_policy::model::Role;
 use pgveil_policy::shape;
 
+use super::audit_json::{AuditJson, SessionIds};
 use super::cache::context_hash;
 use super::{ActivePolicy, Enforcement};
-use crate::audit::{AuditError, AuditEvent, AuditSlot, Columns, EventKind};
+use crate::audit::{AuditError, AuditEvent, AuditSlot, EventKind};
 use crate::hook::{Completion, Preparation, SessionHook, SessionInfo, StatementTag, Verdict};
 use crate::metrics::{metrics, QueryDecision, RoleMetrics};
 use crate::wire::messages::error::ProxyError;
@@ -78,6 +79,8 @@ pub struct Enforcer {
     shared: Arc<Enforcement>,
     /// Session-wide audit event values, shared by all its events.
     ids: AuditIds,
+    /// Audit event members serialized once per session and per statement report.
+    audit_json: AuditJson,
     role_metrics: Option<Arc<RoleMetrics>>,
     /// Audit queue places obtained asynchronously (queue was full) for the next decision.
     slots: Arc<std::sync::Mutex<Vec<AuditSlot>>>,
@@ -216,6 +219,7 @@ impl Enforcer {
                 application: info.application.as_deref().map(Into::into),
                 database: info.database.as_str().into(),
             },
+            audit_json: AuditJson::default(),
             role_metrics: None,
             slots: Arc::default(),
             slots_needed: 0,
@@ -456,27 +460,28 @@ impl Enforcer {
         Ok(got)
     }
 
-    fn event(&self, report: &StatementReport) -> AuditEvent {
+    /// The event of report `index` of `outcome`, from members serialized ahead of time:
+    /// building it copies no string or list.
+    fn event(&mut self, outcome: &Outcome, index: usize) -> AuditEvent {
+        let report = &outcome.statements[index];
+        let session_json = self.audit_json.session(&SessionIds {
+            session: &self.ids.session,
+            user: &self.ids.user,
+            role: self.role.as_ref(),
+            client: self.ids.client.as_deref(),
+            application: self.ids.application.as_deref(),
+            database: &self.ids.database,
+            purpose: self.purpose.as_ref(),
+        });
         AuditEvent {
             event: EventKind::Statement,
-            session: Some(self.ids.session.clone()),
-            user: Some(self.ids.user.clone()),
-            role: self.role.clone(),
-            client: self.ids.client.clone(),
-            application: self.ids.application.clone(),
-            database: Some(self.ids.database.clone()),
-            purpose: self.purpose.clone(),
+            session_json: Some(session_json),
             kind: Some(report.kind.as_str().into()),
             decision: Some(report.decision.as_str().into()),
-            query: Some(report.normalized.clone()),
-            fingerprint: Some(report.fingerprint.clone()),
-            tables: report.relations.clone(),
-            columns: Columns {
-                masked: report.columns_masked.clone(),
-                raw: report.columns_raw.clone(),
-                denied: report.columns_denied.clone(),
-            },
-            classes: report.classes.clone(),
+            statement_json: Some(
+                self.audit_json
+                    .statement(&self.shared.auditor, outcome, index),
+            ),
             ..Default::default()
         }
     }
@@ -537,11 +542,11 @@ impl Enforcer {
                 // Extended protocol: a refused Parse never executes, so its event is
                 // written (and counted) now; allowed statements are audited at each Execute.
                 if reason.is_some() {
-                    for r in outcome.statements.iter() {
+                    for (index, r) in outcome.statements.iter().enumerate() {
                         if let Some(m) = &self.role_metrics {
                             m.query(r.kind, QueryDecision::Deny, started.elapsed().as_secs_f64());
                         }
-                        let mut ev = self.event(r);
+                        let mut ev = self.event(&outcome, index);
                         ev.reason = reason.map(str::to_owned);
                         ev.sqlstate = Some("42501".into());
                         if let Some(slot) = slots.next() {
@@ -710,7 +715,7 @@ impl SessionHook for Enforcer {
         }
         // Without audit sinks the slot discards the event: do not build it.
         if let Some(slot) = slot.filter(|_| self.shared.auditor.is_enabled()) {
-            let mut ev = self.event(&report);
+            let mut ev = self.event(&report.outcome, report.index);
             ev.reason = reason.map(str::to_owned);
             ev.rows = rows;
             ev.sqlstate = sqlstate;

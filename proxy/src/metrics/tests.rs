@@ -293,3 +293,15 @@ fn deploy_files_and_docs_only_use_existing_metrics() {
     }
     assert!(checked > 20, "expected metric references, found {checked}");
 }
+
+#[test]
+fn audit_written_in_bulk_counts_every_event() {
+    let m = Metrics::new().unwrap();
+    m.audit_written("file");
+    m.audit_written_n("file", 41);
+    m.audit_written_n("file", 0);
+    assert_eq!(
+        sample(&m, r#"pgveil_audit_events_total{result="ok",sink="file"}"#),
+        Some(42.0)
+    );
+}
