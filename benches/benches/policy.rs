@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pgveil_policy::decide::{decide, SessionFacts, Verdict};
-use pgveil_policy::testing::Sample;
+use pgveil_policy::testing::{Sample, OLTP_STATEMENTS};
 
 /// The sample policy and demo catalog, decided for a support agent.
 struct Fixture(Sample);
@@ -28,23 +28,7 @@ fn bench_decide(c: &mut Criterion) {
     let fx = Fixture::new();
     let (policy, catalog, key) = (&fx.0.policy, &fx.0.catalog, &fx.0.key);
     let facts = fx.facts();
-    let cases = [
-        ("point_select", "SELECT name, phone FROM customers c WHERE c.id = $1"),
-        (
-            "join_3_tables",
-            "SELECT c.name, o.amount, p.title FROM customers c JOIN orders o ON o.customer_id = c.id \
-             JOIN products p ON p.id = o.id WHERE c.id = $1 ORDER BY o.created_at DESC LIMIT 20",
-        ),
-        (
-            "insert",
-            "INSERT INTO orders (id, customer_id, amount, status) VALUES ($1, $2, $3, 'new')",
-        ),
-        (
-            "update",
-            "UPDATE orders SET status = $1, ship_phone = $2 WHERE id = $3",
-        ),
-    ];
-    for (name, sql) in cases {
+    for (name, sql) in OLTP_STATEMENTS {
         let probe = decide(policy, &facts, catalog, key, sql);
         assert!(
             !matches!(probe.verdict, Verdict::Deny(_)),

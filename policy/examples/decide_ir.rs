@@ -7,34 +7,13 @@
 //! of 1000 (a rough figure on a shared machine).
 
 use pgveil_policy::decide::decide;
-use pgveil_policy::testing::Sample;
-
-/// The statements of `benches/policy.rs`, by the same names.
-const CASES: [(&str, &str); 4] = [
-    (
-        "point_select",
-        "SELECT name, phone FROM customers c WHERE c.id = $1",
-    ),
-    (
-        "join_3_tables",
-        "SELECT c.name, o.amount, p.title FROM customers c JOIN orders o ON o.customer_id = c.id \
-         JOIN products p ON p.id = o.id WHERE c.id = $1 ORDER BY o.created_at DESC LIMIT 20",
-    ),
-    (
-        "insert",
-        "INSERT INTO orders (id, customer_id, amount, status) VALUES ($1, $2, $3, 'new')",
-    ),
-    (
-        "update",
-        "UPDATE orders SET status = $1, ship_phone = $2 WHERE id = $3",
-    ),
-];
+use pgveil_policy::testing::{Sample, OLTP_STATEMENTS};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let name = args.next().unwrap_or_else(|| "join_3_tables".into());
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let Some((_, sql)) = CASES.iter().find(|(c, _)| *c == name) else {
+    let Some((_, sql)) = OLTP_STATEMENTS.iter().find(|(c, _)| *c == name) else {
         eprintln!("unknown case {name}");
         std::process::exit(2);
     };
@@ -49,25 +28,7 @@ fn main() {
     let facts = fx.facts("support_app", Some("customer_service"));
     let first = decide(&fx.policy, &facts, &fx.catalog, &fx.key, sql);
     println!("{:?}", first.verdict);
-    if mode == "time" {
-        let mut best = f64::INFINITY;
-        for _ in 0..n.div_ceil(1000) {
-            let start = std::time::Instant::now();
-            for _ in 0..1000 {
-                std::hint::black_box(decide(
-                    &fx.policy,
-                    &facts,
-                    &fx.catalog,
-                    &fx.key,
-                    std::hint::black_box(sql),
-                ));
-            }
-            best = best.min(start.elapsed().as_secs_f64() * 1e6 / 1000.0);
-        }
-        println!("{name}: {best:.2} µs per decision (fastest batch)");
-        return;
-    }
-    for _ in 0..n {
+    let run = || {
         std::hint::black_box(decide(
             &fx.policy,
             &facts,
@@ -75,6 +36,21 @@ fn main() {
             &fx.key,
             std::hint::black_box(sql),
         ));
+    };
+    if mode == "time" {
+        let mut best = f64::INFINITY;
+        for _ in 0..n.div_ceil(1000) {
+            let start = std::time::Instant::now();
+            for _ in 0..1000 {
+                run();
+            }
+            best = best.min(start.elapsed().as_secs_f64() * 1e6 / 1000.0);
+        }
+        println!("{name}: {best:.2} µs per decision (fastest batch)");
+        return;
+    }
+    for _ in 0..n {
+        run();
     }
 }
 

@@ -31,7 +31,7 @@ pub mod lexical;
 pub mod load;
 pub mod mask;
 pub mod model;
-mod ptrhash;
+pub mod ptrhash;
 pub mod redact;
 pub mod rewrite;
 pub mod shape;

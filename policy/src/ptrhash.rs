@@ -1,6 +1,7 @@
 //! Hash sets and maps keyed by node addresses (`usize`), with a multiplicative hash
 //! instead of SipHash: the walker records every query, FROM item and name of a
-//! statement by address, and SipHash dominated those lookups. Addresses are not chosen
+//! statement by address, and SipHash dominated those lookups (the proxy keys its
+//! per-session audit members by report address the same way). Addresses are not chosen
 //! by clients, so hash flooding resistance buys nothing here.
 
 use std::collections::{HashMap, HashSet};
@@ -8,7 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 /// Hashes one `usize` by a multiplication with an odd constant (Fx hash).
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct PtrHasher(u64);
+pub struct PtrHasher(u64);
 
 impl Hasher for PtrHasher {
     fn finish(&self) -> u64 {
@@ -33,10 +34,10 @@ impl Hasher for PtrHasher {
 type Build = BuildHasherDefault<PtrHasher>;
 
 /// A set of node addresses.
-pub(crate) type PtrSet = HashSet<usize, Build>;
+pub type PtrSet = HashSet<usize, Build>;
 
 /// A map from node addresses.
-pub(crate) type PtrMap<V> = HashMap<usize, V, Build>;
+pub type PtrMap<V> = HashMap<usize, V, Build>;
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,28 @@ use crate::model::{
     UnknownUsers, Visibility,
 };
 
+/// The typical OLTP statements of the policy micro benchmark, by name: what a decision
+/// cache miss costs (`benches/benches/policy.rs`, `examples/decide_ir.rs`).
+pub const OLTP_STATEMENTS: [(&str, &str); 4] = [
+    (
+        "point_select",
+        "SELECT name, phone FROM customers c WHERE c.id = $1",
+    ),
+    (
+        "join_3_tables",
+        "SELECT c.name, o.amount, p.title FROM customers c JOIN orders o ON o.customer_id = c.id \
+         JOIN products p ON p.id = o.id WHERE c.id = $1 ORDER BY o.created_at DESC LIMIT 20",
+    ),
+    (
+        "insert",
+        "INSERT INTO orders (id, customer_id, amount, status) VALUES ($1, $2, $3, 'new')",
+    ),
+    (
+        "update",
+        "UPDATE orders SET status = $1, ship_phone = $2 WHERE id = $3",
+    ),
+];
+
 fn rel(schema: &str, name: &str, kind: RelationKind, cols: &[(&str, &str)]) -> Relation {
     Relation {
         schema: schema.into(),

@@ -123,29 +123,21 @@ pub async fn serve(
         Opened::Ended(end) => return Ok(end),
         Opened::Ready(opened) => opened,
     };
-    let Ready {
-        client,
-        client_buf,
-        upstream,
-        upstream_buf,
-        hook,
-        info,
-        cancel_guard,
-    } = *opened;
+    let ready = *opened;
     let started = std::time::Instant::now();
     let counts = Counts::default();
     let result = relay(
         ctx.clone(),
-        client,
-        client_buf,
-        upstream,
-        upstream_buf,
-        hook,
+        ready.client,
+        ready.client_buf,
+        ready.upstream,
+        ready.upstream_buf,
+        ready.hook,
         &counts,
     )
     .await;
-    drop(cancel_guard);
-    record_end(&ctx, &info, peer, started, &counts, &result)
+    drop(ready.cancel_guard);
+    record_end(&ctx, &ready.info, peer, started, &counts, &result)
         .instrument(span)
         .await;
     result

@@ -5,11 +5,10 @@
 //! decision and by every instance of a shape's template), so a statement event costs
 //! two reference counts instead of copying and re-serializing its strings and lists.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use pgveil_policy::decide::{Outcome, StatementReport};
+use pgveil_policy::ptrhash::PtrMap;
 
 use crate::audit::{Auditor, SessionJson, SessionMembers, StatementJson, StatementMembers};
 
@@ -47,7 +46,7 @@ struct BuiltReport {
 pub(crate) struct AuditJson {
     session: Option<BuiltSession>,
     /// By address of the report.
-    reports: HashMap<usize, BuiltReport, BuildAddrHasher>,
+    reports: PtrMap<BuiltReport>,
 }
 
 impl AuditJson {
@@ -108,31 +107,6 @@ impl AuditJson {
             },
         );
         json
-    }
-}
-
-/// Hashes an address (already unique and well spread above its alignment bits) with
-/// one multiplication instead of SipHash.
-#[derive(Default)]
-pub(crate) struct AddrHasher(u64);
-
-type BuildAddrHasher = BuildHasherDefault<AddrHasher>;
-
-impl Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.0 = (n as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(32);
     }
 }
 
