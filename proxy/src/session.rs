@@ -2,9 +2,9 @@
 //!
 //! The relay runs two loops concurrently in one task: client → upstream and upstream →
 //! client, raced with the shutdown signal by [`crate::race::race3`], which polls only
-//! the side that was woken. Each reads a batch of bytes, walks the complete messages in it in place,
-//! consults the session hook only for the messages it must read, and writes the batch
-//! on in one call, spliced only where a message was replaced. Backend rows are never
+//! the side that was woken. Each reads a batch of bytes, walks the complete messages in
+//! it in place, consults the session hook only for the messages it must read, and
+//! writes the batch on in one call, spliced only where a message was replaced. Backend rows are never
 //! decoded or re-encoded. Both loops share the [`ProtocolState`] and the hook behind one
 //! uncontended mutex, taken once per batch.
 
