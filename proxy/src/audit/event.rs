@@ -95,8 +95,8 @@ pub struct AuditEvent {
     pub columns: Columns,
     /// Classes of the masked, raw or denied columns.
     pub classes: Vec<String>,
-    /// `query` … `classes` serialized ahead of time (once per cached decision, literals
-    /// already stripped); when set, the writer splices it in place of those fields,
+    /// `query` … `classes` serialized ahead of time (once per session for each cached
+    /// decision, literals already stripped); when set, the writer splices it in place of those fields,
     /// which are then ignored.
     pub statement_json: Option<Arc<StatementJson>>,
     /// Rows returned or affected.

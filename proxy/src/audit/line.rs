@@ -2,8 +2,9 @@
 //! what `serde_json` makes of them. A line is written in five pieces (head, session
 //! members, verdict, statement members, tail) so that the two pieces that repeat from
 //! event to event can be serialized ahead of time: [`SessionJson`] once per session and
-//! [`StatementJson`] once per cached decision. The writer splices their bytes instead of
-//! escaping the same strings (and re-scanning the same query for literals) every time.
+//! [`StatementJson`] once per session for each cached decision. The writer splices their
+//! bytes instead of escaping the same strings (and re-scanning the same query for
+//! literals) every time.
 
 use std::borrow::Cow;
 
@@ -122,8 +123,9 @@ impl SessionJson {
     }
 }
 
-/// `query` … `classes` serialized once per cached decision, the query already stripped of
-/// literals and cut (built by `Auditor::statement_json`, which knows `max_query_bytes`).
+/// `query` … `classes` serialized once per session for each cached decision, the query
+/// already stripped of literals and cut (built by `Auditor::statement_json`, which knows
+/// `max_query_bytes`).
 /// An event carrying it leaves those fields empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatementJson(Box<[u8]>);
