@@ -28,7 +28,7 @@
 #              (targets pgveil+policy-noaudit, pgveil+policy-audit): the cost of auditing
 #   MASKED=1   also run the masked point select (benches/overhead/masked_point_select.sql,
 #              simple and prepared) as MASKED_USER [bench_support] through pgveil without
-#              a policy and through a second pgveil with POLICY
+#              a policy, with the allow-all policy (the baseline) and with POLICY
 #              [benches/overhead/masked_policy.toml]
 #   PROFILE=1  instead of the table: under `pgbench -S -c 8` for PROFILE_SECONDS [15],
 #              count each target's CPU, context switches and system calls per
@@ -377,6 +377,10 @@ MASKED_TARGETS=()
 if [[ $MASKED == 1 && $PROFILE != 1 ]]; then
     [[ -n ${PID[pgveil]:-} ]] || start_pgveil pgveil || die "pgveil did not start"
     MASKED_TARGETS=(pgveil)
+    # The issue's baseline: the same build deciding every statement with an allow-all
+    # policy (the masked role then reads raw values).
+    start_pgveil pgveil+allow-all "$REPO/benches/overhead/allow_all_policy.toml" &&
+        MASKED_TARGETS+=(pgveil+allow-all)
     policy_abs=$(cd "$(dirname "$POLICY")" && pwd)/$(basename "$POLICY")
     [[ -r $policy_abs ]] || die "POLICY file $POLICY not readable"
     if ! start_pgveil pgveil+policy "$policy_abs"; then

@@ -726,3 +726,66 @@ async fn named_statement_after_search_path_change() {
         found.first()
     );
 }
+
+/// Statements masked by the proxy in the result stream (sent to PostgreSQL unrewritten)
+/// stay masked when their portal outlives a Close of the statement, when rows come in
+/// binary format, and when a second Parse tries to reuse the statement's name.
+#[tokio::test]
+async fn proxy_masked_statements_keep_their_masks() {
+    let db = "shop_row_masks";
+    let proxy = corpus_proxy(db).await;
+    let forbidden = forbidden();
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    let mut seen = Vec::new();
+    // Parse s1, bind p1 with binary results, close s1, then run p1 (inside a
+    // transaction, so the named portal survives the Sync).
+    seen.extend(sess.simple("BEGIN").await);
+    let mut m = raw::message(b'P', b"s1\0SELECT id, phone FROM customers\0\0\0");
+    m.extend(raw::message(b'B', b"p1\0s1\0\0\0\0\0\0\x01\0\x01"));
+    m.extend(raw::message(b'C', b"Ss1\0"));
+    m.extend(raw::message(b'D', b"Pp1\0"));
+    m.extend(raw::message(b'E', b"p1\0\0\0\0\0"));
+    m.extend(raw::message(b'S', &[]));
+    sess.s.write_all(&m).await.expect("pipeline");
+    let replies = raw::read_until_ready(&mut sess.s).await;
+    let rows = replies.iter().filter(|r| r.tag == b'D').count();
+    assert_eq!(rows, 10, "{replies:?}");
+    seen.extend(replies);
+    seen.extend(sess.simple("COMMIT").await);
+    // A second Parse of a proxy-masked statement's name is refused; the first stays.
+    let mut m = raw::message(b'P', b"s2\0SELECT phone FROM customers\0\0\0");
+    m.extend(raw::message(b'S', &[]));
+    m.extend(raw::message(
+        b'P',
+        b"s2\0SELECT 'x' AS phone FROM customers\0\0\0",
+    ));
+    m.extend(raw::message(b'S', &[]));
+    sess.s.write_all(&m).await.expect("parse twice");
+    seen.extend(raw::read_until_ready(&mut sess.s).await);
+    let second = raw::read_until_ready(&mut sess.s).await;
+    assert!(
+        second
+            .iter()
+            .any(|r| r.sqlstate().as_deref() == Some("42P05")),
+        "{second:?}"
+    );
+    seen.extend(second);
+    let mut m = raw::message(b'B', b"\0s2\0\0\0\0\0\0\0");
+    m.extend(raw::message(b'E', &[0, 0, 0, 0, 0]));
+    m.extend(raw::message(b'S', &[]));
+    sess.s.write_all(&m).await.expect("execute");
+    let replies = raw::read_until_ready(&mut sess.s).await;
+    assert_eq!(
+        replies.iter().filter(|r| r.tag == b'D').count(),
+        10,
+        "{replies:?}"
+    );
+    seen.extend(replies);
+    let found = leaks(&seen, &forbidden);
+    assert!(
+        found.is_empty(),
+        "{} leaks, first: {:?}",
+        found.len(),
+        found.first()
+    );
+}

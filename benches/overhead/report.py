@@ -19,7 +19,7 @@ import sys
 
 # Order in which workloads and targets are listed.
 WORKLOAD_ORDER = ["select", "select-prepared", "tpcb", "masked", "masked-prepared"]
-TARGET_ORDER = ["pgveil", "pgbouncer", "relay", "pgveil+policy"]
+TARGET_ORDER = ["pgveil", "pgbouncer", "relay", "pgveil+allow-all", "pgveil+policy"]
 
 
 def order_key(value, order):
@@ -161,20 +161,26 @@ def table(rows):
 
 
 def policy_lines(rows):
-    """Masked workloads: pgveil with the policy relative to the same build without it."""
+    """Masked workloads: pgveil with the policy relative to the same build with the
+    allow-all policy (the issue's baseline: >= 0.95) and without any policy."""
     by_key = {(r["workload"], r["clients"], r["target"]): r for r in rows}
     out = []
     for (workload, clients, target), r in sorted(by_key.items()):
-        if target != "pgveil+policy":
+        if target != "pgveil+policy" or not r["tps_target"]:
             continue
-        plain = by_key.get((workload, clients, "pgveil"))
-        if plain and plain["tps_target"] and r["tps_target"]:
+        for base, label in (("pgveil+allow-all", "allow-all"), ("pgveil", "no-policy")):
+            plain = by_key.get((workload, clients, base))
+            if not plain or not plain["tps_target"]:
+                continue
             cpu = ""
             if plain["cpu_us_per_tx"] and r["cpu_us_per_tx"]:
                 cpu = (f", CPU {r['cpu_us_per_tx']:.1f} vs {plain['cpu_us_per_tx']:.1f}"
                        " µs/tx")
-            out.append(f"{workload} c={clients}: policy/no-policy TPS "
-                       f"{r['tps_target'] / plain['tps_target']:.3f}{cpu}")
+            ratio = r["tps_target"] / plain["tps_target"]
+            verdict = ""
+            if label == "allow-all":
+                verdict = " PASS" if ratio >= 0.95 else " FAIL"
+            out.append(f"{workload} c={clients}: policy/{label} TPS {ratio:.3f}{cpu}{verdict}")
     return out
 
 

@@ -93,7 +93,17 @@ class Checks(unittest.TestCase):
         rows = report.summarise(runs)
         self.assertEqual(report.checks(rows), [])
         (line,) = report.policy_lines(rows)
-        self.assertIn("0.889", line)
+        self.assertIn("policy/no-policy TPS 0.889", line)
+
+    def test_masked_policy_is_judged_against_allow_all(self):
+        runs = [run("masked", 8, "direct", 1, 100.0, 100),
+                run("masked", 8, "pgveil", 1, 90.0, 90, cpu=0.001),
+                run("masked", 8, "pgveil+allow-all", 1, 84.0, 84, cpu=0.001),
+                run("masked", 8, "pgveil+policy", 1, 80.0, 80, cpu=0.001)]
+        lines = report.policy_lines(report.summarise(runs))
+        self.assertEqual(len(lines), 2)
+        self.assertIn("policy/allow-all TPS 0.952", lines[0])
+        self.assertTrue(lines[0].endswith("PASS"))
 
 
 class EndToEnd(unittest.TestCase):

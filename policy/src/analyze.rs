@@ -199,6 +199,9 @@ pub(crate) struct Analysis {
     pub uses_key: bool,
     /// Something that echoes the executed SQL (EXPLAIN) wraps this statement.
     pub echoes_sql: bool,
+    /// The relation, when exactly one reference was replaced by a derived table (the
+    /// candidate for masking the output in the proxy, see [`crate::output`]).
+    pub target: Option<crate::output::Target>,
 }
 
 /// Inputs shared by every statement of one `decide` call.
@@ -1670,6 +1673,9 @@ impl<'a> Walker<'a> {
     /// Fills in the derived tables of `replace_relation` with the columns the statement
     /// reads of each relation (all of them when it reads whole rows).
     fn write_derived_tables(&mut self) {
+        if let [(_, rel, _)] = self.derived.as_slice() {
+            self.out.target = Some(output_target(rel));
+        }
         for (i, rel, add_alias) in std::mem::take(&mut self.derived) {
             let prefix_len = rel.schema.len() + rel.name.len() + 2;
             let mut key = format!("{}.{}.", rel.schema, rel.name);
@@ -2638,6 +2644,27 @@ impl<'a> Walker<'a> {
 }
 
 /// The constraint of a join, for the join kinds that have one.
+/// A relation with the role's view of each column, owned (outlives the walk).
+fn output_target(rel: &RelInfo<'_>) -> crate::output::Target {
+    use crate::output::{TargetCol, TargetVis};
+    crate::output::Target {
+        name: rel.name.clone(),
+        cols: rel
+            .cols
+            .iter()
+            .map(|c| TargetCol {
+                name: c.name.to_string(),
+                type_name: c.type_name.to_string(),
+                vis: match &c.vis {
+                    ColVis::Raw => TargetVis::Raw,
+                    ColVis::Mask(m) => TargetVis::Mask((*m).clone()),
+                    ColVis::Deny => TargetVis::Deny,
+                },
+            })
+            .collect(),
+    }
+}
+
 fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
     use JoinOperator as J;
     match op {

@@ -18,6 +18,7 @@ use crate::catalog::Catalog;
 use crate::lexical::{self, LineIndex};
 pub use crate::mask::MaskKey;
 use crate::model::{Policy, Role, StatementKind};
+use crate::output::{self, RowMasks};
 use crate::redact;
 use crate::rewrite;
 
@@ -50,6 +51,9 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// One report per statement, in order (shared: cached outcomes hand them out).
     pub statements: Arc<[StatementReport]>,
+    /// With a `Rewrite`: the proxy may instead forward the original text and mask these
+    /// output columns of every row, which yields the same values (see [`crate::output`]).
+    pub row_masks: Option<Arc<RowMasks>>,
 }
 
 /// What the proxy does with the text.
@@ -245,6 +249,7 @@ pub(crate) fn decide_with_edits(
                 ),
             )),
             statements: vec![unparsed_report(sql, Decision::Deny)].into(),
+            row_masks: None,
         });
     };
     let restricted = role.is_restricted(policy);
@@ -260,11 +265,13 @@ pub(crate) fn decide_with_edits(
             no_edits(Outcome {
                 verdict: Verdict::Deny(cannot(msg)),
                 statements: vec![unparsed_report(sql, Decision::Deny)].into(),
+                row_masks: None,
             })
         } else {
             no_edits(Outcome {
                 verdict: Verdict::Allow,
                 statements: vec![unparsed_report(sql, Decision::Allow)].into(),
+                row_masks: None,
             })
         }
     };
@@ -298,6 +305,7 @@ pub(crate) fn decide_with_edits(
         return no_edits(Outcome {
             verdict: Verdict::Allow,
             statements: Vec::new().into(),
+            row_masks: None,
         });
     }
 
@@ -307,6 +315,7 @@ pub(crate) fn decide_with_edits(
     let mut first_denial: Option<Denial> = None;
     let mut edits = Vec::new();
     let mut reports = Vec::with_capacity(stmts.len());
+    let mut row_masks = None;
     let use_pieces = pieces.len() == stmts.len();
 
     for (i, stmt) in stmts.iter().enumerate() {
@@ -340,6 +349,12 @@ pub(crate) fn decide_with_edits(
         };
         if restricted && stmt_denial.is_none() {
             edits.extend(analysis.edits.iter().cloned());
+            if masks && stmts.len() == 1 && !analysis.echoes_sql {
+                row_masks = analysis
+                    .target
+                    .as_ref()
+                    .and_then(|t| output::plan(sql, stmt, t));
+            }
         }
         for e in &analysis.effects {
             match e {
@@ -377,11 +392,13 @@ pub(crate) fn decide_with_edits(
     };
     if !matches!(verdict, Verdict::Rewrite(_)) {
         edits.clear();
+        row_masks = None;
     }
     (
         Outcome {
             verdict,
             statements: reports.into(),
+            row_masks: row_masks.map(Arc::new),
         },
         edits,
     )

@@ -15,6 +15,7 @@
 //! - [`analyze`]: SQL → statements with kind, relations, columns and functions.
 //! - [`decide`]: analysis + role → allow / rewrite / deny with an access report.
 //! - [`rewrite`]: derived-table rewrite spliced into the original SQL text.
+//! - [`output`]: masks the proxy applies to bare output columns instead of a rewrite.
 //! - [`shape`]: decisions reused for every value of a statement's numeric constants.
 //! - [`redact`]: literal stripping and fingerprints for the audit log.
 //! - [`lexical`]: PostgreSQL-faithful delimiting of comments/literals, checked against sqlparser.
@@ -31,6 +32,7 @@ pub mod lexical;
 pub mod load;
 pub mod mask;
 pub mod model;
+pub mod output;
 pub mod ptrhash;
 pub mod redact;
 pub mod rewrite;

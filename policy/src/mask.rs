@@ -16,6 +16,8 @@ use crate::model::{DatePart, Mask};
 /// so the raw key itself never appears in any SQL text.
 #[derive(Clone)]
 pub struct MaskKey {
+    ipad: [u8; 64],
+    opad: [u8; 64],
     ipad_hex: String,
     opad_hex: String,
 }
@@ -30,12 +32,26 @@ impl MaskKey {
         } else {
             block[..secret.len()].copy_from_slice(secret);
         }
-        let ipad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
-        let opad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
+        let ipad = block.map(|b| b ^ 0x36);
+        let opad = block.map(|b| b ^ 0x5c);
         MaskKey {
+            ipad,
+            opad,
             ipad_hex: hex::encode(ipad),
             opad_hex: hex::encode(opad),
         }
+    }
+
+    /// The `hash` mask of `data` computed here rather than in SQL: lower-case hex of
+    /// HMAC-SHA256, the same text the SQL expression returns.
+    pub fn hmac_hex(&self, data: &[u8]) -> String {
+        let mut inner = Sha256::new();
+        inner.update(self.ipad);
+        inner.update(data);
+        let mut outer = Sha256::new();
+        outer.update(self.opad);
+        outer.update(inner.finalize());
+        hex::encode(outer.finalize())
     }
 }
 
@@ -186,6 +202,7 @@ mod tests {
         let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").expect("any key length");
         mac.update(data);
         assert_eq!(ours, hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(key.hmac_hex(data), ours);
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl Template {
         Arc::new(Outcome {
             verdict: Verdict::Rewrite(text),
             statements: self.outcome.statements.clone(),
+            row_masks: self.outcome.row_masks.clone(),
         })
     }
 

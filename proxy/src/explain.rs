@@ -101,6 +101,19 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<String> {
         }
         Verdict::Rewrite(sql) => {
             let _ = writeln!(out, "decision:  rewrite\nsql:\n{sql}");
+            if let Some(m) = &outcome.row_masks {
+                let cols: Vec<String> = m
+                    .columns
+                    .iter()
+                    .map(|c| (c.index + 1).to_string())
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "proxy:     forwards the text unchanged and masks output column(s) {} of {} in each row (same values as the rewrite)",
+                    cols.join(", "),
+                    m.width
+                );
+            }
         }
         Verdict::Deny(d) => {
             let _ = writeln!(

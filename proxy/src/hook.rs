@@ -7,6 +7,10 @@
 //! everything: the behaviour of a plain transparent proxy.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pgveil_policy::mask::MaskKey;
+use pgveil_policy::output::RowMasks;
 
 use crate::wire::messages::error::ProxyError;
 
@@ -33,6 +37,9 @@ pub enum Verdict {
     Forward,
     /// Forward with this SQL text instead.
     Rewrite(String),
+    /// Forward unchanged and mask these output columns of the rows it returns (for a
+    /// Query or an Execute; a Parse with this verdict is forwarded unchanged).
+    MaskRows(Arc<RowMasks>),
     /// Do not run it; the client gets this error in the place of the statement's result.
     Refuse(ProxyError),
     /// Not decided yet: the session must await [`SessionHook::prepare`] and ask again
@@ -82,6 +89,16 @@ pub trait SessionHook: Send {
     /// An Execute of `portal`; may return a tag to see its completion.
     fn on_execute(&mut self, _portal: &str) -> (Verdict, Option<StatementTag>) {
         (Verdict::Forward, None)
+    }
+
+    /// The output masks of statement ('S') or portal ('P') `name`, for its Describe.
+    fn describe_masks(&mut self, _kind: u8, _name: &str) -> Option<Arc<RowMasks>> {
+        None
+    }
+
+    /// The key of the `hash` mask, for [`Verdict::MaskRows`].
+    fn mask_key(&self) -> Option<&MaskKey> {
+        None
     }
 
     /// A Close of a statement ('S') or portal ('P').

@@ -6,6 +6,9 @@
 //! (for audit and row limits), and mirrors the server's "skip until Sync" after an error.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+use pgveil_policy::output::RowMasks;
 
 use crate::hook::{Completion, StatementTag};
 use crate::wire::messages::error::ProxyError;
@@ -18,14 +21,17 @@ pub enum Expect {
     Bind,
     /// CloseComplete ('3').
     Close,
-    /// ParameterDescription ('t') then RowDescription or NoData.
-    DescribeStatement,
+    /// ParameterDescription ('t') then RowDescription or NoData; `masks`: the
+    /// statement's output masks, applied to the RowDescription.
+    DescribeStatement { masks: Option<Arc<RowMasks>> },
     /// RowDescription or NoData.
-    DescribePortal,
+    DescribePortal { masks: Option<Arc<RowMasks>> },
     /// DataRows then CommandComplete / EmptyQueryResponse / PortalSuspended / error.
     Execute {
         tag: Option<StatementTag>,
         rows: u64,
+        /// Output masks the proxy applies to the rows.
+        masks: Option<Arc<RowMasks>>,
     },
     /// A simple Query: statements until ReadyForQuery.
     Query {
@@ -34,6 +40,8 @@ pub enum Expect {
         /// A refused query: the server's error is replaced by this one (boxed, as for
         /// `Refused`, so that the queue's entries stay small to move).
         refused: Option<Box<ProxyError>>,
+        /// Output masks of its (single) statement, applied to rows and descriptions.
+        masks: Option<Arc<RowMasks>>,
     },
     /// FunctionCallResponse then ReadyForQuery.
     FunctionCall,
@@ -54,8 +62,8 @@ impl std::fmt::Debug for Expect {
             Expect::Parse => "Parse",
             Expect::Bind => "Bind",
             Expect::Close => "Close",
-            Expect::DescribeStatement => "DescribeStatement",
-            Expect::DescribePortal => "DescribePortal",
+            Expect::DescribeStatement { .. } => "DescribeStatement",
+            Expect::DescribePortal { .. } => "DescribePortal",
             Expect::Execute { .. } => "Execute",
             Expect::Query { .. } => "Query",
             Expect::FunctionCall => "FunctionCall",
@@ -139,6 +147,20 @@ impl ProtocolState {
         }
     }
 
+    /// The output masks of the reply now arriving (rows, or a row description).
+    #[inline]
+    pub fn masks(&self) -> Option<&Arc<RowMasks>> {
+        match self.queue.front() {
+            Some(
+                Expect::Execute { masks, .. }
+                | Expect::Query { masks, .. }
+                | Expect::DescribeStatement { masks }
+                | Expect::DescribePortal { masks },
+            ) => masks.as_ref(),
+            _ => None,
+        }
+    }
+
     /// If a probe is the oldest owed reply, consume `tag`/`body` for it. Returns None
     /// when the message is not the probe's, else whether the probe finished (with its
     /// first row, or None if it failed).
@@ -185,13 +207,19 @@ impl ProtocolState {
             b'2' => self.pop_if(|e| matches!(e, Expect::Bind)),
             b'3' => self.pop_if(|e| matches!(e, Expect::Close)),
             b't' => {
-                if let Some(front @ Expect::DescribeStatement) = self.queue.front_mut() {
-                    *front = Expect::DescribePortal;
+                if let Some(Expect::DescribeStatement { masks }) = self.queue.front_mut() {
+                    let masks = masks.take();
+                    if let Some(front) = self.queue.front_mut() {
+                        *front = Expect::DescribePortal { masks };
+                    }
                 }
             }
-            b'T' | b'n' => {
-                self.pop_if(|e| matches!(e, Expect::DescribePortal | Expect::DescribeStatement))
-            }
+            b'T' | b'n' => self.pop_if(|e| {
+                matches!(
+                    e,
+                    Expect::DescribePortal { .. } | Expect::DescribeStatement { .. }
+                )
+            }),
             b'C' | b'I' | b's' => {
                 let how = |rows: u64| match tag {
                     b'C' => Completion::Done {
@@ -205,7 +233,9 @@ impl ProtocolState {
                 };
                 match self.queue.front_mut() {
                     Some(Expect::Execute { .. }) => {
-                        if let Some(Expect::Execute { tag: Some(t), rows }) = self.queue.pop_front()
+                        if let Some(Expect::Execute {
+                            tag: Some(t), rows, ..
+                        }) = self.queue.pop_front()
                         {
                             self.completed.push((t, how(rows)));
                         }
@@ -301,6 +331,7 @@ mod tests {
         s.push(Expect::Execute {
             tag: Some(tag(1)),
             rows: 0,
+            masks: None,
         });
         s.push(Expect::Sync);
         s.on_backend(b'1', b"");
@@ -326,7 +357,11 @@ mod tests {
         let mut s = ProtocolState::default();
         s.push(Expect::Refused(Box::new(ProxyError::error("42501", "no"))));
         s.push(Expect::Bind);
-        s.push(Expect::Execute { tag: None, rows: 0 });
+        s.push(Expect::Execute {
+            tag: None,
+            rows: 0,
+            masks: None,
+        });
         s.push(Expect::Sync);
         assert!(matches!(
             s.on_backend(b'E', b"C42601\0\0"),
@@ -351,6 +386,7 @@ mod tests {
             tags: [tag(1), tag(2), tag(3)].into_iter().collect(),
             rows: 0,
             refused: None,
+            masks: None,
         });
         s.on_backend(b'C', b"BEGIN\0");
         s.on_backend(b'D', b"");

@@ -35,6 +35,7 @@ use crate::wire::messages::backend::{self, BackendKeyData};
 use crate::wire::messages::error::ProxyError;
 use crate::wire::messages::frontend;
 use crate::wire::messages::startup::StartupMessage;
+use crate::wire::row_mask;
 
 /// SQL that the server is guaranteed to reject at parse time: sent in place of a refused
 /// statement so that the server itself aborts the transaction and skips to Sync exactly
@@ -723,6 +724,16 @@ fn on_client_message(
                         tags,
                         rows: 0,
                         refused: None,
+                        masks: None,
+                    });
+                    Ok(Handled::Forward)
+                }
+                Verdict::MaskRows(masks) => {
+                    sh.state.push(Expect::Query {
+                        tags,
+                        rows: 0,
+                        refused: None,
+                        masks: Some(masks),
                     });
                     Ok(Handled::Forward)
                 }
@@ -732,6 +743,7 @@ fn on_client_message(
                         tags,
                         rows: 0,
                         refused: None,
+                        masks: None,
                     });
                     Ok(Handled::Replace)
                 }
@@ -741,6 +753,7 @@ fn on_client_message(
                         tags,
                         rows: 0,
                         refused: Some(Box::new(err)),
+                        masks: None,
                     });
                     Ok(Handled::Replace)
                 }
@@ -750,7 +763,7 @@ fn on_client_message(
             let parse = frontend::Parse::decode(body).map_err(malformed)?;
             match sh.hook.on_parse(parse.name, parse.query) {
                 Verdict::Retry => Ok(Handled::Retry),
-                Verdict::Forward => {
+                Verdict::Forward | Verdict::MaskRows(_) => {
                     sh.state.push(Expect::Parse);
                     Ok(Handled::Forward)
                 }
@@ -799,18 +812,31 @@ fn on_client_message(
                     sh.state.push(Expect::Refused(Box::new(err)));
                     Ok(Handled::Replace)
                 }
+                Verdict::MaskRows(masks) => {
+                    sh.state.push(Expect::Execute {
+                        tag,
+                        rows: 0,
+                        masks: Some(masks),
+                    });
+                    Ok(Handled::Forward)
+                }
                 _ => {
-                    sh.state.push(Expect::Execute { tag, rows: 0 });
+                    sh.state.push(Expect::Execute {
+                        tag,
+                        rows: 0,
+                        masks: None,
+                    });
                     Ok(Handled::Forward)
                 }
             }
         }
         b'D' => {
-            let (kind, _) = frontend::target(body).map_err(malformed)?;
+            let (kind, name) = frontend::target(body).map_err(malformed)?;
+            let masks = sh.hook.describe_masks(kind, name);
             sh.state.push(if kind == b'S' {
-                Expect::DescribeStatement
+                Expect::DescribeStatement { masks }
             } else {
-                Expect::DescribePortal
+                Expect::DescribePortal { masks }
             });
             Ok(Handled::Forward)
         }
@@ -832,6 +858,7 @@ fn on_client_message(
                     tags: Default::default(),
                     rows: 0,
                     refused: Some(Box::new(err)),
+                    masks: None,
                 });
                 Ok(Handled::Replace)
             }
@@ -886,7 +913,10 @@ async fn upstream_to_client(
                             }
                             None => {
                                 replacement.clear();
-                                if on_backend_message(sh, max_rows, tag, msg, &mut replacement) {
+                                let replace =
+                                    on_backend_message(sh, max_rows, tag, msg, &mut replacement)
+                                        .map_err(SessionError::UpstreamProtocol)?;
+                                if replace {
                                     splice.replace(&buf, pos, pos + total, &replacement);
                                 }
                             }
@@ -942,13 +972,41 @@ fn on_backend_message(
     tag: u8,
     msg: &[u8],
     replacement: &mut Vec<u8>,
-) -> bool {
+) -> Result<bool, Malformed> {
     let body = frame::body(msg);
-    match tag {
-        b'D' | b'd' => {
+    Ok(match tag {
+        b'D' => {
             sh.state.on_backend(tag, body);
             // Rows past the role's limit are dropped; the statement then ends in error.
+            if max_rows.is_some_and(|max| sh.state.current_rows() > max) {
+                return Ok(true);
+            }
+            match sh.state.masks() {
+                None => false,
+                Some(masks) => {
+                    let key = sh
+                        .hook
+                        .mask_key()
+                        .ok_or(Malformed("rows to mask without a key"))?;
+                    row_mask::data_row(body, masks, key, replacement)?;
+                    true
+                }
+            }
+        }
+        b'd' => {
+            sh.state.on_backend(tag, body);
             max_rows.is_some_and(|max| sh.state.current_rows() > max)
+        }
+        b'T' => {
+            let masked = match sh.state.masks() {
+                Some(masks) => {
+                    row_mask::row_description(body, masks, replacement)?;
+                    true
+                }
+                None => false,
+            };
+            sh.state.on_backend(tag, body);
+            masked
         }
         b'C' | b's' => {
             let over = max_rows.filter(|max| sh.state.current_rows() > *max);
@@ -966,7 +1024,7 @@ fn on_backend_message(
                 None => false,
             }
         }
-        b'T' | b'1' | b'2' | b'3' | b'I' | b't' | b'n' => {
+        b'1' | b'2' | b'3' | b'I' | b't' | b'n' => {
             sh.state.on_backend(tag, body);
             false
         }
@@ -1006,5 +1064,5 @@ fn on_backend_message(
             false
         }
         _ => false,
-    }
+    })
 }

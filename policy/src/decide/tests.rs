@@ -1121,3 +1121,90 @@ fn pruned_derived_tables_keep_every_column_read() {
         );
     }
 }
+
+/// Statements whose protected columns are only bare output columns of one table are
+/// masked in the proxy; anything else that reads them keeps the rewrite.
+#[test]
+fn row_masks_only_for_bare_output_columns() {
+    let masked_at = |o: &Outcome| {
+        o.row_masks.as_ref().map(|m| {
+            (
+                m.width,
+                m.columns.iter().map(|c| c.index).collect::<Vec<_>>(),
+            )
+        })
+    };
+    for (sql, width, idx) in [
+        ("SELECT phone FROM customers WHERE id = 7", 1, vec![0]),
+        (
+            "SELECT name, phone FROM customers c WHERE c.id = 1",
+            2,
+            vec![1],
+        ),
+        (
+            "SELECT c.phone AS p, id FROM customers c ORDER BY id LIMIT 5",
+            2,
+            vec![0],
+        ),
+        (
+            "SELECT id, public.customers.email FROM public.customers",
+            2,
+            vec![1],
+        ),
+        (
+            "SELECT \"phone\", now() FROM customers WHERE vip_level > 2",
+            2,
+            vec![0],
+        ),
+        (
+            "SELECT id_card, address FROM customers ORDER BY customers.id",
+            2,
+            vec![0, 1],
+        ),
+    ] {
+        let o = sup(sql);
+        assert!(
+            matches!(o.verdict, Verdict::Rewrite(_)),
+            "{sql}: {:?}",
+            o.verdict
+        );
+        assert_eq!(masked_at(&o), Some((width, idx)), "{sql}");
+    }
+    for sql in [
+        "SELECT phone FROM customers WHERE phone LIKE '138%'",
+        "SELECT phone AS p FROM customers ORDER BY p",
+        "SELECT phone FROM customers ORDER BY 1",
+        "SELECT phone FROM customers ORDER BY phone",
+        "SELECT upper(phone) FROM customers",
+        "SELECT phone, c FROM customers c",
+        "SELECT phone, row_to_json(customers) FROM customers",
+        "SELECT phone FROM customers c WHERE c.phone = 'x'",
+        "SELECT phone FROM customers WHERE customers::text LIKE '%1%'",
+        "SELECT DISTINCT phone FROM customers",
+        "SELECT phone FROM customers GROUP BY phone",
+        "SELECT phone, count(*) FROM customers GROUP BY 1",
+        "SELECT phone FROM customers WHERE id IN (SELECT customer_id FROM orders)",
+        "SELECT phone FROM customers c JOIN orders o ON o.customer_id = c.id",
+        "SELECT phone FROM customers UNION SELECT ship_phone FROM orders",
+        "SELECT phone FROM customers; SELECT 1",
+        "SELECT phone FROM customers FOR UPDATE",
+        "WITH x AS (SELECT 1) SELECT phone FROM customers",
+        "SELECT phone INTO TEMP t FROM customers",
+        "EXPLAIN SELECT phone FROM customers",
+        "SELECT birth_date FROM customers",
+        "SELECT phone FROM customers c(a, b)",
+        "SELECT phone, id FROM customers WHERE \"PHONE\" = 'x'",
+        "SELECT phone FROM customers WHERE id = (SELECT 1)",
+        "SELECT phone, lag(phone) OVER () FROM customers",
+    ] {
+        let o = sup(sql);
+        assert_eq!(masked_at(&o), None, "{sql} must keep the rewrite");
+    }
+    // Allowed and refused statements never carry row masks.
+    assert!(sup("SELECT id FROM customers").row_masks.is_none());
+    assert!(sup("SELECT bank_card FROM customers").row_masks.is_none());
+    assert!(env()
+        .run("postgres", None, "SELECT phone FROM customers")
+        .row_masks
+        .is_none());
+}

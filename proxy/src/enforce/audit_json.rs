@@ -132,6 +132,7 @@ mod tests {
         let shared = Outcome {
             verdict: Verdict::Allow,
             statements: a.statements.clone(),
+            row_masks: None,
         };
         assert!(Arc::ptr_eq(&first, &json.statement(&auditor, &shared, 0)));
         // An equal report elsewhere is serialized on its own, to the same bytes.

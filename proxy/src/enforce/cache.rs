@@ -220,6 +220,7 @@ mod tests {
         Outcome {
             verdict: Verdict::Allow,
             statements: Vec::new().into(),
+            row_masks: None,
         }
     }
 

@@ -10,7 +10,9 @@ use pgveil_policy::decide::{
     self, Decision, Denial, DenyReason, Outcome, SessionEffect, SessionFacts, StatementReport,
     Verdict as PolicyVerdict,
 };
+use pgveil_policy::mask::MaskKey;
 use pgveil_policy::model::Role;
+use pgveil_policy::output::RowMasks;
 use pgveil_policy::shape;
 
 use super::audit_json::{AuditJson, SessionIds};
@@ -38,7 +40,9 @@ struct Prepared {
 /// Whether two decisions forward the same thing (no decision counts as allow).
 fn same_verdict(a: Option<&Outcome>, b: Option<&Outcome>) -> bool {
     match (a, b) {
-        (Some(a), Some(b)) => std::ptr::eq(a, b) || a.verdict == b.verdict,
+        (Some(a), Some(b)) => {
+            std::ptr::eq(a, b) || (a.verdict == b.verdict && a.row_masks == b.row_masks)
+        }
         (Some(o), None) | (None, Some(o)) => o.verdict == PolicyVerdict::Allow,
         (None, None) => true,
     }
@@ -113,7 +117,9 @@ pub struct Enforcer {
     /// SQL-level `PREPARE name AS …`: the text that prepared it and its decision then.
     /// PostgreSQL re-resolves names at EXECUTE, so EXECUTE is decided again.
     sql_prepared: HashMap<String, (String, PolicyVerdict)>,
-    portals: HashMap<String, String>,
+    /// Portal → the statement it was bound to and that statement's decision then (a
+    /// portal outlives a Close of its statement and runs what was bound).
+    portals: HashMap<String, (String, Option<Arc<Outcome>>)>,
 }
 
 fn purpose_from_startup(params: &[(String, String)]) -> Option<String> {
@@ -398,6 +404,12 @@ impl Enforcer {
         }
     }
 
+    /// Whether `outcome`'s output masks are applied here (the text then goes out
+    /// unrewritten); otherwise its rewrite is forwarded.
+    fn masks_rows(&self, outcome: &Outcome) -> bool {
+        outcome.row_masks.is_some() && self.restricted && self.encoding_ok
+    }
+
     fn protocol_guard(&self) -> Option<ProxyError> {
         if !self.restricted {
             return None;
@@ -558,7 +570,10 @@ impl Enforcer {
         }
         let v = match &outcome.verdict {
             PolicyVerdict::Allow => Verdict::Forward,
-            PolicyVerdict::Rewrite(text) => Verdict::Rewrite(text.clone()),
+            PolicyVerdict::Rewrite(text) => match &outcome.row_masks {
+                Some(m) if self.masks_rows(&outcome) => Verdict::MaskRows(m.clone()),
+                _ => Verdict::Rewrite(text.clone()),
+            },
             PolicyVerdict::Deny(d) => {
                 tracing::info!(
                     session = %self.ids.session,
@@ -586,6 +601,21 @@ impl SessionHook for Enforcer {
     }
 
     fn on_parse(&mut self, name: &str, sql: &str) -> Verdict {
+        // A statement forwarded unrewritten for masking in the proxy must not be
+        // shadowed in our books by a second Parse of its name (which the server refuses,
+        // keeping the first): its rows would go out unmasked.
+        if !name.is_empty()
+            && self
+                .prepared
+                .get(name)
+                .and_then(|p| p.outcome.as_ref())
+                .is_some_and(|o| self.masks_rows(o))
+        {
+            return Verdict::Refuse(ProxyError::error(
+                "42P05",
+                format!("prepared statement \"{name}\" already exists"),
+            ));
+        }
         let (v, outcome) = self.verdict(sql, None);
         if !matches!(v, Verdict::Retry) {
             self.prepared.insert(
@@ -629,8 +659,13 @@ impl SessionHook for Enforcer {
                 p.generation = current;
             }
         }
-        if self.portals.get(portal).map(String::as_str) != Some(statement) {
-            self.portals.insert(portal.to_owned(), statement.to_owned());
+        let outcome = self.prepared.get(statement).and_then(|p| p.outcome.clone());
+        match self.portals.get_mut(portal) {
+            Some((s, o)) if s == statement => *o = outcome,
+            _ => {
+                self.portals
+                    .insert(portal.to_owned(), (statement.to_owned(), outcome));
+            }
         }
         Verdict::Forward
     }
@@ -639,12 +674,15 @@ impl SessionHook for Enforcer {
         let Some(report) = self
             .portals
             .get(portal)
-            .and_then(|s| self.prepared.get(s))
-            .and_then(|p| p.outcome.clone())
+            .and_then(|(_, o)| o.clone())
             .filter(|o| !o.statements.is_empty())
             .map(|outcome| ReportRef { outcome, index: 0 })
         else {
             return (Verdict::Forward, None);
+        };
+        let verdict = match &report.outcome.row_masks {
+            Some(m) if self.masks_rows(&report.outcome) => Verdict::MaskRows(m.clone()),
+            _ => Verdict::Forward,
         };
         let slot = match self.admit(1) {
             Ok(mut s) => s.pop(),
@@ -657,7 +695,24 @@ impl SessionHook for Enforcer {
             slot,
             started: Instant::now(),
         }) as StatementTag;
-        (Verdict::Forward, Some(tag))
+        (verdict, Some(tag))
+    }
+
+    fn describe_masks(&mut self, kind: u8, name: &str) -> Option<Arc<RowMasks>> {
+        let outcome = if kind == b'S' {
+            self.prepared.get(name).and_then(|p| p.outcome.as_ref())
+        } else {
+            self.portals.get(name).and_then(|(_, o)| o.as_ref())
+        }?;
+        if self.masks_rows(outcome) {
+            outcome.row_masks.clone()
+        } else {
+            None
+        }
+    }
+
+    fn mask_key(&self) -> Option<&MaskKey> {
+        Some(&self.shared.key)
     }
 
     fn on_close(&mut self, kind: u8, name: &str) {

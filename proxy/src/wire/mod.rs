@@ -8,6 +8,7 @@ pub mod cursor;
 pub mod frame;
 pub mod io;
 pub mod messages;
+pub mod row_mask;
 
 /// Run the framer over `data` and hand every frame it cuts to each decoder the proxy
 /// uses. Shared by the cargo-fuzz target (`fuzz/`) and the property test below, which

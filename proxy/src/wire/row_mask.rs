@@ -1,0 +1,235 @@
+//! Masking in the result stream: DataRow and RowDescription messages of a statement the
+//! policy forwards unrewritten with [`RowMasks`] (see `pgveil_policy::output`).
+//!
+//! A masked column reads as the rewrite would show it: the masked value, and in the row
+//! description no source table or column, and type `text` (or the column's own type for
+//! `null`). Everything else of the message is copied as received.
+
+use pgveil_policy::mask::MaskKey;
+use pgveil_policy::output::RowMasks;
+
+use crate::wire::cursor::{Cursor, Malformed};
+use crate::wire::messages::encode;
+
+/// `text`'s type OID.
+const TEXT_OID: i32 = 25;
+
+/// Appends the masked DataRow (a whole message) for `body` to `out`. A row whose
+/// column count is not the statement's is an error: the masks would miss their columns.
+pub fn data_row(
+    body: &[u8],
+    masks: &RowMasks,
+    key: &MaskKey,
+    out: &mut Vec<u8>,
+) -> Result<(), Malformed> {
+    let mut c = Cursor::new(body, "DataRow");
+    let n = c.i16()?;
+    if usize::try_from(n).ok() != Some(masks.width) {
+        return Err(Malformed("DataRow with an unexpected number of columns"));
+    }
+    let mut next = masks.columns.iter().peekable();
+    let mut result = Ok(());
+    encode(out, b'D', |b| {
+        b.extend_from_slice(&n.to_be_bytes());
+        for i in 0..masks.width {
+            let len = match c.i32() {
+                Ok(l) => l,
+                Err(e) => {
+                    result = Err(e);
+                    return;
+                }
+            };
+            let value = if len < 0 {
+                None
+            } else {
+                match c.take(len as usize) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        result = Err(e);
+                        return;
+                    }
+                }
+            };
+            let mask = next.next_if(|m| m.index == i);
+            match (value, mask) {
+                (None, _) => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                (Some(v), None) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+                (Some(v), Some(m)) => {
+                    let len_at = b.len();
+                    b.extend_from_slice(&[0; 4]);
+                    if m.mask.apply(v, key, b) {
+                        let len = (b.len() - len_at - 4) as i32;
+                        b[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+                    } else {
+                        b.truncate(len_at);
+                        b.extend_from_slice(&(-1i32).to_be_bytes());
+                    }
+                }
+            }
+        }
+        if !c.is_empty() {
+            result = Err(Malformed("DataRow with trailing bytes"));
+        }
+    });
+    result
+}
+
+/// Appends the RowDescription (a whole message) for `body` to `out`, with the masked
+/// columns described as the rewrite would describe them.
+pub fn row_description(body: &[u8], masks: &RowMasks, out: &mut Vec<u8>) -> Result<(), Malformed> {
+    let mut c = Cursor::new(body, "RowDescription");
+    let n = c.i16()?;
+    if usize::try_from(n).ok() != Some(masks.width) {
+        return Err(Malformed(
+            "RowDescription with an unexpected number of columns",
+        ));
+    }
+    let mut next = masks.columns.iter().peekable();
+    let mut result = Ok(());
+    encode(out, b'T', |b| {
+        b.extend_from_slice(&n.to_be_bytes());
+        for i in 0..masks.width {
+            let field = (|| {
+                let name = c.cstr()?;
+                let table = c.i32()?;
+                let attnum = c.i16()?;
+                let type_oid = c.i32()?;
+                let type_len = c.i16()?;
+                let typmod = c.i32()?;
+                let format = c.i16()?;
+                Ok::<_, Malformed>((name, table, attnum, type_oid, type_len, typmod, format))
+            })();
+            let (name, mut table, mut attnum, mut type_oid, mut type_len, mut typmod, format) =
+                match field {
+                    Ok(f) => f,
+                    Err(e) => {
+                        result = Err(e);
+                        return;
+                    }
+                };
+            if let Some(m) = next.next_if(|m| m.index == i) {
+                table = 0;
+                attnum = 0;
+                if !m.mask.keeps_type() {
+                    type_oid = TEXT_OID;
+                    type_len = -1;
+                    typmod = -1;
+                }
+            }
+            b.extend_from_slice(name);
+            b.push(0);
+            b.extend_from_slice(&table.to_be_bytes());
+            b.extend_from_slice(&attnum.to_be_bytes());
+            b.extend_from_slice(&type_oid.to_be_bytes());
+            b.extend_from_slice(&type_len.to_be_bytes());
+            b.extend_from_slice(&typmod.to_be_bytes());
+            b.extend_from_slice(&format.to_be_bytes());
+        }
+        if !c.is_empty() {
+            result = Err(Malformed("RowDescription with trailing bytes"));
+        }
+    });
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgveil_policy::output::{ColumnMask, ValueMask};
+
+    fn masks() -> RowMasks {
+        RowMasks {
+            width: 3,
+            columns: vec![
+                ColumnMask {
+                    index: 1,
+                    mask: ValueMask::Partial {
+                        keep_first: 3,
+                        keep_last: 4,
+                        fill: "*".into(),
+                    },
+                },
+                ColumnMask {
+                    index: 2,
+                    mask: ValueMask::Null,
+                },
+            ],
+        }
+    }
+
+    fn row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = (values.len() as i16).to_be_bytes().to_vec();
+        for v in values {
+            match v {
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn masks_only_the_planned_columns() {
+        let body = row(&[Some(b"7"), Some(b"13812345678"), Some(b"secret")]);
+        let mut out = Vec::new();
+        data_row(&body, &masks(), &MaskKey::new(b"k"), &mut out).expect("well formed");
+        let expected = row(&[Some(b"7"), Some(b"138****5678"), None]);
+        assert_eq!(out[0], b'D');
+        assert_eq!(&out[5..], expected.as_slice());
+        assert_eq!(
+            u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize,
+            expected.len() + 4
+        );
+    }
+
+    #[test]
+    fn nulls_stay_null_and_bad_rows_are_errors() {
+        let body = row(&[None, None, None]);
+        let mut out = Vec::new();
+        data_row(&body, &masks(), &MaskKey::new(b"k"), &mut out).expect("well formed");
+        assert_eq!(&out[5..], body.as_slice());
+        let short = row(&[Some(b"1"), Some(b"2")]);
+        assert!(data_row(&short, &masks(), &MaskKey::new(b"k"), &mut Vec::new()).is_err());
+        let mut cut = row(&[Some(b"1"), Some(b"2"), Some(b"3")]);
+        cut.pop();
+        assert!(data_row(&cut, &masks(), &MaskKey::new(b"k"), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn description_hides_source_and_type_of_masked_columns() {
+        let mut body = 3i16.to_be_bytes().to_vec();
+        for name in ["id", "phone", "id_card"] {
+            body.extend_from_slice(name.as_bytes());
+            body.push(0);
+            body.extend_from_slice(&16384i32.to_be_bytes());
+            body.extend_from_slice(&2i16.to_be_bytes());
+            body.extend_from_slice(&1043i32.to_be_bytes());
+            body.extend_from_slice(&(-1i16).to_be_bytes());
+            body.extend_from_slice(&24i32.to_be_bytes());
+            body.extend_from_slice(&0i16.to_be_bytes());
+        }
+        let mut out = Vec::new();
+        row_description(&body, &masks(), &mut out).expect("well formed");
+        let mut c = Cursor::new(&out[5..], "test");
+        assert_eq!(c.i16().expect("count"), 3);
+        let mut fields = Vec::new();
+        for _ in 0..3 {
+            c.cstr().expect("name");
+            let table = c.i32().expect("table");
+            c.i16().expect("attnum");
+            let oid = c.i32().expect("type");
+            c.take(8).expect("rest");
+            fields.push((table, oid));
+        }
+        let field = |i: usize| fields[i];
+        assert_eq!(field(0), (16384, 1043));
+        assert_eq!(field(1), (0, 25));
+        assert_eq!(field(2), (0, 1043));
+    }
+}
