@@ -32,8 +32,42 @@ fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 
+const fn ident_part_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+        b += 1;
+    }
+    t
+}
+
+/// Bytes that continue an identifier (a table: the scanner's inner loop).
+static IDENT_PART: [bool; 256] = ident_part_table();
+
+const fn plain_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let special = matches!(c, b'-' | b'/' | b'\'' | b'"' | b'$' | b'.')
+            || c.is_ascii_alphanumeric()
+            || c == b'_'
+            || c >= 0x7f
+            || (c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r' | 0x0c));
+        t[b] = !special;
+        b += 1;
+    }
+    t
+}
+
+/// Bytes the scanner passes over without a decision: white space and operators that
+/// start no comment, literal, identifier or number and are not control characters.
+static PLAIN: [bool; 256] = plain_table();
+
 fn is_ident_part(b: u8) -> bool {
-    is_ident_start(b) || b.is_ascii_digit() || b == b'$'
+    IDENT_PART[b as usize]
 }
 
 /// Scans `text` the way PostgreSQL's lexer delimits comments, literals and identifiers.
@@ -49,6 +83,10 @@ pub fn scan(text: &str) -> Scan {
     };
     while i < n {
         let c = b[i];
+        if PLAIN[c as usize] {
+            i += 1;
+            continue;
+        }
         let next = b.get(i + 1).copied();
         if c == b'-' && next == Some(b'-') {
             let mut j = i + 2;
@@ -382,6 +420,21 @@ mod tests {
         assert!(agree("SELECT 1\0").is_err());
         assert!(agree("SELECT '").is_err());
         assert!(agree("SELECT 1 /* /* */").is_err());
+    }
+
+    #[test]
+    fn plain_bytes_are_exactly_those_no_branch_handles() {
+        for c in 0..=255u8 {
+            let handled = matches!(c, b'-' | b'/' | b'\'' | b'"' | b'$' | b'.')
+                || is_ident_start(c)
+                || c.is_ascii_digit()
+                || c == 0
+                || c == 0x7f
+                || (c < 0x20 && !matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c'));
+            assert_eq!(PLAIN[c as usize], !handled, "byte 0x{c:02x}");
+            let part = is_ident_start(c) || c.is_ascii_digit() || c == b'$';
+            assert_eq!(is_ident_part(c), part, "byte 0x{c:02x}");
+        }
     }
 
     #[test]

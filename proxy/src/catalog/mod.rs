@@ -98,9 +98,12 @@ impl Catalog for Snapshot {
 pub struct CatalogCache {
     upstream: Upstream,
     login: Option<CatalogLogin>,
-    by_db: DashMap<String, Arc<Snapshot>>,
+    by_db: DashMap<String, Arc<Snapshot>, foldhash::fast::RandomState>,
     loading: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     next_version: AtomicU64,
+    /// Bumped after every snapshot change, so sessions can keep their snapshot until
+    /// it moves instead of looking it up for every statement.
+    changes: AtomicU64,
     /// Snapshots older than this are reloaded by the background refresher.
     pub ttl: Duration,
 }
@@ -111,9 +114,10 @@ impl CatalogCache {
         CatalogCache {
             upstream,
             login,
-            by_db: DashMap::new(),
+            by_db: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             loading: DashMap::new(),
             next_version: AtomicU64::new(1),
+            changes: AtomicU64::new(0),
             ttl,
         }
     }
@@ -126,6 +130,11 @@ impl CatalogCache {
     /// The current snapshot of `db`, if one was loaded.
     pub fn get(&self, db: &str) -> Option<Arc<Snapshot>> {
         self.by_db.get(db).map(|s| s.clone())
+    }
+
+    /// A counter that moves whenever any database's snapshot is replaced.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every cached snapshot.
@@ -168,6 +177,8 @@ impl CatalogCache {
             "catalog loaded"
         );
         self.by_db.insert(db.to_owned(), snapshot.clone());
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(snapshot)
     }
 

@@ -7,11 +7,12 @@
 //! (simple-protocol clients inline their values) share one entry keyed by their
 //! [`Shape`]: a [`Template`] re-instantiated for the new constants, without parsing.
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use foldhash::fast::RandomState;
 use pgveil_policy::decide::Outcome;
 use pgveil_policy::shape::{Shape, Template};
 
@@ -32,8 +33,11 @@ struct ShapeEntry {
 
 /// Bounded maps from statement key (exact text or shape) to outcome.
 pub struct DecisionCache {
-    map: DashMap<u64, Entry>,
-    shapes: DashMap<u64, ShapeEntry>,
+    map: DashMap<u64, Entry, RandomState>,
+    shapes: DashMap<u64, ShapeEntry, RandomState>,
+    /// Hashes (context, text) into the maps' keys: seeded per process, and fast on the
+    /// hot path (entries hold their full key, so a collision is only a miss).
+    hasher: RandomState,
     capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -62,23 +66,21 @@ pub fn context_hash(
     h.finish()
 }
 
-fn key(context: u64, sql: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    context.hash(&mut h);
-    sql.hash(&mut h);
-    h.finish()
-}
-
 impl DecisionCache {
     /// A cache holding at most `capacity` outcomes.
     pub fn new(capacity: usize) -> DecisionCache {
         DecisionCache {
-            map: DashMap::new(),
-            shapes: DashMap::new(),
+            map: DashMap::with_hasher(RandomState::default()),
+            shapes: DashMap::with_hasher(RandomState::default()),
+            hasher: RandomState::default(),
             capacity: capacity.max(1),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
+    }
+
+    fn key(&self, context: u64, sql: &str) -> u64 {
+        self.hasher.hash_one((context, sql))
     }
 
     fn get_exact(&self, k: u64, context: u64, sql: &str) -> Option<Arc<Outcome>> {
@@ -97,7 +99,7 @@ impl DecisionCache {
         sql: &str,
         compute: impl FnOnce() -> Outcome,
     ) -> (Arc<Outcome>, bool) {
-        let k = key(context, sql);
+        let k = self.key(context, sql);
         match self.get_exact(k, context, sql) {
             Some(outcome) => (outcome, true),
             None => self.insert_computed(k, context, sql, compute),
@@ -116,14 +118,14 @@ impl DecisionCache {
         decide: impl FnOnce() -> Outcome,
         learn: impl FnOnce(&Shape) -> (Arc<Outcome>, Option<Arc<Template>>),
     ) -> (Arc<Outcome>, bool) {
-        let k = key(context, sql);
+        let k = self.key(context, sql);
         if let Some(outcome) = self.get_exact(k, context, sql) {
             return (outcome, true);
         }
         let Some(shape) = Shape::of(sql) else {
             return self.insert_computed(k, context, sql, decide);
         };
-        let sk = key(context, shape.key());
+        let sk = self.key(context, shape.key());
         let known = match self.shapes.get(&sk) {
             Some(e) if e.context == context && &*e.key == shape.key() => Some(e.template.clone()),
             _ => None,

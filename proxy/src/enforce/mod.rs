@@ -83,6 +83,12 @@ impl Enforcement {
         }
     }
 
+    /// The generation of the newest policy (cheap: lets a session skip [`Self::current`]
+    /// while it has that policy).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// Put a new policy in force for the next statement of every session.
     pub fn install(&self, policy: Policy) -> Arc<ActivePolicy> {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;

@@ -1,7 +1,7 @@
 //! One session's enforcer: its role, purpose, search_path and temp schema, and the
 //! decision for every statement it sends.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +19,7 @@ use super::audit_json::{AuditJson, SessionIds};
 use super::cache::context_hash;
 use super::{ActivePolicy, Enforcement};
 use crate::audit::{AuditError, AuditEvent, AuditSlot, EventKind};
+use crate::catalog::Snapshot;
 use crate::hook::{Completion, Preparation, SessionHook, SessionInfo, StatementTag, Verdict};
 use crate::metrics::{metrics, QueryDecision, RoleMetrics};
 use crate::wire::messages::error::ProxyError;
@@ -31,11 +32,29 @@ const PROBE_SQL: &str = "SELECT pg_catalog.current_setting('search_path'), \
 /// A statement prepared through the extended protocol.
 struct Prepared {
     sql: Arc<str>,
-    generation: u64,
     /// Its decision (None: refused before a decision); the first report is the access
     /// report of its (single) statement, for audit events of its executions.
     outcome: Option<Arc<Outcome>>,
+    /// The context hash the decision was taken in, when a Bind in the same context may
+    /// reuse it without deciding again (see [`reusable_at_bind`]).
+    reusable_in: Option<u64>,
 }
+
+/// Whether a Bind may reuse `outcome` while the decision context is unchanged: the
+/// decision is then the same by construction (a pure function of context and text).
+/// Not for refusals, statements with session effects (re-applied at each Bind) or SQL
+/// `EXECUTE` (whose `PREPARE` may have been replaced without a context change).
+fn reusable_at_bind(outcome: &Outcome) -> bool {
+    !matches!(outcome.verdict, PolicyVerdict::Deny(_))
+        && outcome
+            .statements
+            .iter()
+            .all(|r| r.effects.is_empty() && execute_target(&r.normalized).is_none())
+}
+
+/// The catalog of a database whose snapshot is not loaded (yet).
+static EMPTY_CATALOG: std::sync::LazyLock<StaticCatalog> =
+    std::sync::LazyLock::new(StaticCatalog::new);
 
 /// Whether two decisions forward the same thing (no decision counts as allow).
 fn same_verdict(a: Option<&Outcome>, b: Option<&Outcome>) -> bool {
@@ -120,6 +139,10 @@ pub struct Enforcer {
     /// Portal → the statement it was bound to and that statement's decision then (a
     /// portal outlives a Close of its statement and runs what was bound).
     portals: HashMap<String, (String, Option<Arc<Outcome>>)>,
+    /// This database's catalog snapshot and the catalog's change count when it was read.
+    snapshot: Option<(u64, Option<Arc<Snapshot>>)>,
+    /// The role's row limit (read once per policy, asked for every statement).
+    max_rows: Option<u64>,
 }
 
 fn purpose_from_startup(params: &[(String, String)]) -> Option<String> {
@@ -244,9 +267,11 @@ impl Enforcer {
             retried: None,
             encoding_ok: true,
             standard_strings: true,
-            prepared: HashMap::new(),
-            sql_prepared: HashMap::new(),
-            portals: HashMap::new(),
+            prepared: HashMap::default(),
+            sql_prepared: HashMap::default(),
+            portals: HashMap::default(),
+            max_rows: None,
+            snapshot: None,
         };
         e.adopt(active);
         e
@@ -257,6 +282,7 @@ impl Enforcer {
         self.role = role.map(|r| r.name.as_str().into());
         self.role_metrics = self.role.as_deref().map(|r| metrics().role(r));
         self.restricted = role.is_none_or(|r| r.is_restricted(&active.policy));
+        self.max_rows = role.and_then(|r| r.max_rows);
         self.active = active;
         self.context = None;
     }
@@ -267,19 +293,28 @@ impl Enforcer {
             .and_then(|r| self.active.policy.roles.get(r))
     }
 
-    /// Decide `sql` with the current policy and catalog (cached).
-    fn decide(&mut self, sql: &str) -> Arc<Outcome> {
-        let latest = self.shared.current();
-        if latest.generation != self.active.generation {
-            self.adopt(latest);
+    /// The decision context now (policy generation, catalog version, role, purpose,
+    /// search_path, temp schema, hashed) and the catalog snapshot it was read from;
+    /// adopts a reloaded policy first.
+    fn context_now(&mut self) -> (u64, Option<Arc<Snapshot>>) {
+        if self.shared.generation() != self.active.generation {
+            let latest = self.shared.current();
+            if latest.generation != self.active.generation {
+                self.adopt(latest);
+            }
         }
-        let snapshot = self.shared.catalog.get(&self.ids.database);
-        let empty = StaticCatalog::new();
-        let catalog: &dyn Catalog = match &snapshot {
-            Some(s) => s.as_ref(),
-            None => &empty,
+        let changes = self.shared.catalog.changes();
+        let snapshot = match &self.snapshot {
+            Some((seen, s)) if *seen == changes => s.clone(),
+            _ => {
+                let s = self.shared.catalog.get(&self.ids.database);
+                self.snapshot = Some((changes, s.clone()));
+                s
+            }
         };
-        let version = catalog.version();
+        let version = snapshot
+            .as_ref()
+            .map_or(EMPTY_CATALOG.version(), |s| s.version());
         let context = match self.context {
             Some((v, h)) if v == version => h,
             _ => {
@@ -294,6 +329,17 @@ impl Enforcer {
                 self.context = Some((version, h));
                 h
             }
+        };
+        (context, snapshot)
+    }
+
+    /// Decide `sql` with the current policy and catalog (cached), and the context hash
+    /// the decision was taken in.
+    fn decide(&mut self, sql: &str) -> (Arc<Outcome>, u64) {
+        let (context, snapshot) = self.context_now();
+        let catalog: &dyn Catalog = match &snapshot {
+            Some(s) => s.as_ref(),
+            None => &*EMPTY_CATALOG,
         };
         let facts = SessionFacts {
             user: &self.ids.user,
@@ -310,7 +356,7 @@ impl Enforcer {
             |shape| shape::learn(policy, &facts, catalog, key, shape),
         );
         metrics().decision_cache(hit);
-        outcome
+        (outcome, context)
     }
 
     /// An `EXECUTE name` whose `PREPARE` would be decided differently now (search_path,
@@ -324,7 +370,7 @@ impl Enforcer {
             let Some((text, then)) = self.sql_prepared.get(&name).cloned() else {
                 continue;
             };
-            let now = self.decide(&text).verdict.clone();
+            let now = self.decide(&text).0.verdict.clone();
             if now != then {
                 return Some(
                     ProxyError::error(
@@ -431,7 +477,7 @@ impl Enforcer {
 
     /// Audit queue places for `n` statements, or why there are none (None = wait and retry).
     fn admit(&mut self, n: usize) -> Result<Vec<AuditSlot>, Option<ProxyError>> {
-        if n == 0 {
+        if n == 0 || !self.shared.auditor.is_enabled() {
             return Ok(Vec::new());
         }
         let mut got: Vec<AuditSlot> = {
@@ -498,18 +544,18 @@ impl Enforcer {
         }
     }
 
-    /// What to do with `sql`, and the decision it came from (None when refused or
-    /// postponed before deciding).
+    /// What to do with `sql`, and the decision it came from with its context hash (None
+    /// when refused or postponed before deciding).
     fn verdict(
         &mut self,
         sql: &str,
         tags: Option<&mut Vec<StatementTag>>,
-    ) -> (Verdict, Option<Arc<Outcome>>) {
+    ) -> (Verdict, Option<(Arc<Outcome>, u64)>) {
         if let Some(e) = self.protocol_guard() {
             return (Verdict::Refuse(e), None);
         }
         let started = Instant::now();
-        let outcome = self.decide(sql);
+        let (outcome, context) = self.decide(sql);
         if self.should_refresh_for(sql, &outcome) {
             return (Verdict::Retry, None);
         }
@@ -591,7 +637,7 @@ impl Enforcer {
         if !matches!(v, Verdict::Refuse(_)) {
             self.apply_effects(sql, &outcome);
         }
-        (v, Some(outcome))
+        (v, Some((outcome, context)))
     }
 }
 
@@ -616,14 +662,18 @@ impl SessionHook for Enforcer {
                 format!("prepared statement \"{name}\" already exists"),
             ));
         }
-        let (v, outcome) = self.verdict(sql, None);
+        let (v, decided) = self.verdict(sql, None);
         if !matches!(v, Verdict::Retry) {
+            let reusable_in = decided
+                .as_ref()
+                .filter(|(o, _)| reusable_at_bind(o))
+                .map(|(_, context)| *context);
             self.prepared.insert(
                 name.to_owned(),
                 Prepared {
                     sql: sql.into(),
-                    generation: self.active.generation,
-                    outcome,
+                    outcome: decided.map(|(o, _)| o),
+                    reusable_in,
                 },
             );
         }
@@ -631,19 +681,26 @@ impl SessionHook for Enforcer {
     }
 
     fn on_bind(&mut self, portal: &str, statement: &str) -> Verdict {
-        let current = self.shared.current().generation;
-        // Every Bind re-decides (a decision-cache hit when nothing changed): PostgreSQL
-        // re-analyses a prepared statement after a search_path or catalog change, so a
-        // decision taken at Parse time under another path or shadowing table is stale.
+        // PostgreSQL re-analyses a prepared statement after a search_path or catalog
+        // change, so a decision taken at Parse time under another policy, path or
+        // shadowing table is stale: a Bind decides again unless the decision context is
+        // the one the decision was taken in.
+        let reusable_in = self.prepared.get(statement).map(|p| p.reusable_in);
+        let unchanged = match reusable_in {
+            Some(Some(then)) => self.protocol_guard().is_none() && self.context_now().0 == then,
+            _ => false,
+        };
         let stale = self
             .prepared
             .get(statement)
+            .filter(|_| !unchanged)
             .map(|p| (p.sql.clone(), p.outcome.clone()));
         if let Some((sql, old)) = stale {
-            let (v, new) = self.verdict(&sql, None);
+            let (v, decided) = self.verdict(&sql, None);
             if matches!(v, Verdict::Retry) {
                 return v;
             }
+            let new = decided.as_ref().map(|(o, _)| o.clone());
             if !same_verdict(old.as_deref(), new.as_deref()) {
                 return Verdict::Refuse(
                     ProxyError::error(
@@ -656,7 +713,13 @@ impl SessionHook for Enforcer {
                 );
             }
             if let Some(p) = self.prepared.get_mut(statement) {
-                p.generation = current;
+                p.reusable_in = decided
+                    .as_ref()
+                    .filter(|(o, _)| reusable_at_bind(o))
+                    .map(|(_, context)| *context);
+                if new.is_some() {
+                    p.outcome = new;
+                }
             }
         }
         let outcome = self.prepared.get(statement).and_then(|p| p.outcome.clone());
@@ -812,7 +875,7 @@ impl SessionHook for Enforcer {
     }
 
     fn max_rows(&self) -> Option<u64> {
-        self.role().and_then(|r| r.max_rows)
+        self.max_rows
     }
 
     fn prepare(&mut self) -> Option<Preparation> {

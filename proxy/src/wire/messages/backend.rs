@@ -109,11 +109,12 @@ pub fn command_tag(body: &[u8]) -> Result<&str, Malformed> {
 
 /// Rows reported by a command tag ("SELECT 3", "INSERT 0 1", "COPY 10", ...), if any.
 pub fn tag_rows(tag: &str) -> Option<u64> {
-    let mut words = tag.split(' ');
-    let verb = words.next()?;
-    match verb {
+    let bytes = tag.as_bytes();
+    let first = bytes.iter().position(|&b| b == b' ')?;
+    let last = bytes.iter().rposition(|&b| b == b' ')?;
+    match &tag[..first] {
         "SELECT" | "UPDATE" | "DELETE" | "INSERT" | "COPY" | "FETCH" | "MOVE" | "MERGE" => {
-            words.next_back()?.parse().ok()
+            tag[last + 1..].parse().ok()
         }
         _ => None,
     }
