@@ -305,7 +305,10 @@ start_pgbouncer() {
     pool=$((max_c + 5))
     port=$(free_port)
     mkdir -p "$TMP/pgbouncer"
-    echo "\"$PGUSER_BENCH\" \"\"" >"$TMP/pgbouncer/userlist.txt"
+    {
+        echo "\"$PGUSER_BENCH\" \"\""
+        [[ $MASKED == 1 ]] && echo "\"$MASKED_USER\" \"\""
+    } >"$TMP/pgbouncer/userlist.txt"
     sed -e "s|@PORT@|$port|g" -e "s|@PGPORT@|$PGPORT|g" -e "s|@DB@|$DB|g" \
         -e "s|@POOL@|$pool|g" -e "s|@DIR@|$TMP/pgbouncer|g" \
         "$ASSETS/pgbouncer.ini.in" >"$TMP/pgbouncer/pgbouncer.ini"
@@ -389,6 +392,8 @@ if [[ $MASKED == 1 && $PROFILE != 1 ]]; then
         NOTE[pgveil+policy]="policy REJECTED at startup: run WITHOUT a policy"
     fi
     MASKED_TARGETS+=(pgveil+policy)
+    # The peer on the same script: issue #4 wants the masked ratio at least pgbouncer's.
+    [[ -n ${PID[pgbouncer]:-} ]] && MASKED_TARGETS+=(pgbouncer)
 fi
 
 ALL_TARGETS=()
@@ -575,7 +580,7 @@ for w in $WORKLOADS; do pgbench_args "$w" >/dev/null; done
 n_clients=$(wc -w <<<"$CLIENTS")
 n_main=$(($(wc -w <<<"$WORKLOADS") * n_clients * PAIRS * (1 + ${#ACTIVE_TARGETS[@]})))
 n_masked=0
-[[ ${#MASKED_TARGETS[@]} -gt 0 ]] && n_masked=$((2 * n_clients * PAIRS * 3))
+[[ ${#MASKED_TARGETS[@]} -gt 0 ]] && n_masked=$((2 * n_clients * PAIRS * (1 + ${#MASKED_TARGETS[@]})))
 total_runs=$((n_main + n_masked))
 log "$total_runs runs of ${DURATION}s: about $(((total_runs * (DURATION + 1)) / 60)) minutes"
 

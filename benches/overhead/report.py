@@ -162,7 +162,8 @@ def table(rows):
 
 def policy_lines(rows):
     """Masked workloads: pgveil with the policy relative to the same build with the
-    allow-all policy (the issue's baseline: >= 0.95) and without any policy."""
+    allow-all policy (the issue's baseline: >= 0.95) and without any policy, and its
+    ratio to direct against pgbouncer's on the same script (>= pgbouncer's)."""
     by_key = {(r["workload"], r["clients"], r["target"]): r for r in rows}
     out = []
     for (workload, clients, target), r in sorted(by_key.items()):
@@ -181,6 +182,11 @@ def policy_lines(rows):
             if label == "allow-all":
                 verdict = " PASS" if ratio >= 0.95 else " FAIL"
             out.append(f"{workload} c={clients}: policy/{label} TPS {ratio:.3f}{cpu}{verdict}")
+        bouncer = by_key.get((workload, clients, "pgbouncer"))
+        if bouncer and bouncer["ratio"] is not None and r["ratio"] is not None:
+            verdict = "PASS" if r["ratio"] >= bouncer["ratio"] else "FAIL"
+            out.append(f"{workload} c={clients}: policy ratio {r['ratio']:.3f} vs pgbouncer "
+                       f"{bouncer['ratio']:.3f} {verdict}")
     return out
 
 

@@ -105,6 +105,17 @@ class Checks(unittest.TestCase):
         self.assertIn("policy/allow-all TPS 0.952", lines[0])
         self.assertTrue(lines[0].endswith("PASS"))
 
+    def test_masked_policy_ratio_is_judged_against_pgbouncer_on_the_same_script(self):
+        runs = [run("masked", 8, "direct", 1, 100.0, 100),
+                run("masked", 8, "pgveil+policy", 1, 80.0, 80, cpu=0.001),
+                run("masked", 8, "pgbouncer", 1, 82.0, 82, cpu=0.001)]
+        (line,) = report.policy_lines(report.summarise(runs))
+        self.assertIn("policy ratio 0.800 vs pgbouncer 0.820", line)
+        self.assertTrue(line.endswith("FAIL"))
+        runs[2] = run("masked", 8, "pgbouncer", 1, 78.0, 78, cpu=0.001)
+        (line,) = report.policy_lines(report.summarise(runs))
+        self.assertTrue(line.endswith("PASS"))
+
 
 class EndToEnd(unittest.TestCase):
     def test_main_writes_csv_and_json(self):
