@@ -113,30 +113,57 @@ impl ValueMask {
     }
 }
 
-/// Byte offsets where each character of `value` starts (every byte when it is not
-/// UTF-8: PostgreSQL counts bytes in a single-byte server encoding).
-fn char_starts(value: &[u8]) -> Vec<usize> {
-    match std::str::from_utf8(value) {
-        Ok(s) => s.char_indices().map(|(i, _)| i).collect(),
-        Err(_) => (0..value.len()).collect(),
+/// How PostgreSQL counts the characters of `value`: UTF-8 characters, or bytes when it
+/// is not UTF-8 (a single-byte server encoding).
+enum Chars<'a> {
+    /// ASCII, or not UTF-8: one character per byte.
+    Bytes(usize),
+    Utf8(&'a str),
+}
+
+impl<'a> Chars<'a> {
+    fn of(value: &'a [u8]) -> Chars<'a> {
+        if value.is_ascii() {
+            return Chars::Bytes(value.len());
+        }
+        match std::str::from_utf8(value) {
+            Ok(s) => Chars::Utf8(s),
+            Err(_) => Chars::Bytes(value.len()),
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Chars::Bytes(n) => *n,
+            Chars::Utf8(s) => s.chars().count(),
+        }
+    }
+
+    /// Byte offset where character `i` starts (the length when `i` is past the end).
+    fn offset(&self, i: usize) -> usize {
+        match self {
+            Chars::Bytes(n) => i.min(*n),
+            Chars::Utf8(s) => s.char_indices().nth(i).map_or(s.len(), |(at, _)| at),
+        }
     }
 }
 
 /// `CASE WHEN char_length(x) <= k THEN repeat(fill, char_length(x)) ELSE first
 /// keep_first characters || repeat(fill, n - k) || last keep_last characters END`.
 fn partial(value: &[u8], keep_first: usize, keep_last: usize, fill: &[u8], out: &mut Vec<u8>) {
-    let starts = char_starts(value);
-    let n = starts.len();
+    let chars = Chars::of(value);
+    let n = chars.count();
     let keep = keep_first.saturating_add(keep_last);
     if n <= keep {
+        out.reserve(fill.len() * n);
         for _ in 0..n {
             out.extend_from_slice(fill);
         }
         return;
     }
-    let start = |i: usize| starts.get(i).copied().unwrap_or(value.len());
-    let head_end = start(keep_first);
-    let tail_start = start(n - keep_last);
+    let head_end = chars.offset(keep_first);
+    let tail_start = chars.offset(n - keep_last);
+    out.reserve(head_end + fill.len() * (n - keep) + (value.len() - tail_start));
     out.extend_from_slice(&value[..head_end]);
     for _ in 0..n - keep {
         out.extend_from_slice(fill);
@@ -152,7 +179,8 @@ fn email(value: &[u8], out: &mut Vec<u8>) {
         return;
     };
     let local = &value[..at];
-    let first = char_starts(local).get(1).copied().unwrap_or(local.len());
+    let first = Chars::of(local).offset(1);
+    out.reserve(first + 4 + (value.len() - at - 1));
     out.extend_from_slice(&local[..first]);
     out.extend_from_slice(b"***@");
     out.extend_from_slice(&value[at + 1..]);

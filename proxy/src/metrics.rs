@@ -641,9 +641,9 @@ pub struct RoleMetrics {
     duration: Histogram,
     rows: IntCounter,
     masked_vec: IntCounterVec,
-    masked: DashMap<String, IntCounter>,
+    masked: DashMap<String, IntCounter, foldhash::fast::RandomState>,
     denied_vec: IntCounterVec,
-    denied: DashMap<&'static str, IntCounter>,
+    denied: DashMap<&'static str, IntCounter, foldhash::fast::RandomState>,
 }
 
 impl fmt::Debug for RoleMetrics {
@@ -665,9 +665,9 @@ impl RoleMetrics {
             duration: m.query_duration.with_label_values(&[role]),
             rows: m.rows_returned.with_label_values(&[role]),
             masked_vec: m.masked_columns.clone(),
-            masked: DashMap::new(),
+            masked: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             denied_vec: m.denied.clone(),
-            denied: DashMap::new(),
+            denied: DashMap::with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 

@@ -27,6 +27,8 @@ pub fn data_row(
     if usize::try_from(n).ok() != Some(masks.width) {
         return Err(Malformed("DataRow with an unexpected number of columns"));
     }
+    // Masked values are about as long as the raw ones: one allocation per row at most.
+    out.reserve(body.len() + 5 + 16 * masks.columns.len());
     let mut next = masks.columns.iter().peekable();
     let mut result = Ok(());
     encode(out, b'D', |b| {
