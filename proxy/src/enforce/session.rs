@@ -52,6 +52,13 @@ fn reusable_at_bind(outcome: &Outcome) -> bool {
             .all(|r| r.effects.is_empty() && execute_target(&r.normalized).is_none())
 }
 
+/// [`Prepared::reusable_in`] for a decision and the context it was taken in.
+fn reusable_in(decided: Option<&(Arc<Outcome>, u64)>) -> Option<u64> {
+    decided
+        .filter(|(o, _)| reusable_at_bind(o))
+        .map(|(_, context)| *context)
+}
+
 /// The catalog of a database whose snapshot is not loaded (yet).
 static EMPTY_CATALOG: std::sync::LazyLock<StaticCatalog> =
     std::sync::LazyLock::new(StaticCatalog::new);
@@ -314,7 +321,7 @@ impl Enforcer {
         };
         let version = snapshot
             .as_ref()
-            .map_or(EMPTY_CATALOG.version(), |s| s.version());
+            .map_or_else(|| EMPTY_CATALOG.version(), |s| s.version());
         let context = match self.context {
             Some((v, h)) if v == version => h,
             _ => {
@@ -664,10 +671,7 @@ impl SessionHook for Enforcer {
         }
         let (v, decided) = self.verdict(sql, None);
         if !matches!(v, Verdict::Retry) {
-            let reusable_in = decided
-                .as_ref()
-                .filter(|(o, _)| reusable_at_bind(o))
-                .map(|(_, context)| *context);
+            let reusable_in = reusable_in(decided.as_ref());
             self.prepared.insert(
                 name.to_owned(),
                 Prepared {
@@ -685,8 +689,8 @@ impl SessionHook for Enforcer {
         // change, so a decision taken at Parse time under another policy, path or
         // shadowing table is stale: a Bind decides again unless the decision context is
         // the one the decision was taken in.
-        let reusable_in = self.prepared.get(statement).map(|p| p.reusable_in);
-        let unchanged = match reusable_in {
+        let known = self.prepared.get(statement).map(|p| p.reusable_in);
+        let unchanged = match known {
             Some(Some(then)) => self.protocol_guard().is_none() && self.context_now().0 == then,
             _ => false,
         };
@@ -713,10 +717,7 @@ impl SessionHook for Enforcer {
                 );
             }
             if let Some(p) = self.prepared.get_mut(statement) {
-                p.reusable_in = decided
-                    .as_ref()
-                    .filter(|(o, _)| reusable_at_bind(o))
-                    .map(|(_, context)| *context);
+                p.reusable_in = reusable_in(decided.as_ref());
                 if new.is_some() {
                     p.outcome = new;
                 }
@@ -831,8 +832,8 @@ impl SessionHook for Enforcer {
                 m.masked(class, 1);
             }
         }
-        // Without audit sinks the slot discards the event: do not build it.
-        if let Some(slot) = slot.filter(|_| self.shared.auditor.is_enabled()) {
+        // Without audit sinks `admit` gives no slot, so no event is built.
+        if let Some(slot) = slot {
             let mut ev = self.event(&report.outcome, report.index);
             ev.reason = reason.map(str::to_owned);
             ev.rows = rows;
