@@ -155,20 +155,28 @@ fn partial(value: &[u8], keep_first: usize, keep_last: usize, fill: &[u8], out: 
     let n = chars.count();
     let keep = keep_first.saturating_add(keep_last);
     if n <= keep {
-        out.reserve(fill.len() * n);
-        for _ in 0..n {
-            out.extend_from_slice(fill);
-        }
+        repeat(fill, n, out);
         return;
     }
     let head_end = chars.offset(keep_first);
     let tail_start = chars.offset(n - keep_last);
     out.reserve(head_end + fill.len() * (n - keep) + (value.len() - tail_start));
     out.extend_from_slice(&value[..head_end]);
-    for _ in 0..n - keep {
-        out.extend_from_slice(fill);
-    }
+    repeat(fill, n - keep, out);
     out.extend_from_slice(&value[tail_start..]);
+}
+
+/// Appends `fill` `times` times (one byte, the usual `*`, without a loop of copies).
+fn repeat(fill: &[u8], times: usize, out: &mut Vec<u8>) {
+    match fill {
+        [b] => out.resize(out.len() + times, *b),
+        _ => {
+            out.reserve(fill.len() * times);
+            for _ in 0..times {
+                out.extend_from_slice(fill);
+            }
+        }
+    }
 }
 
 /// `CASE WHEN strpos(x, '@') = 0 THEN '***' ELSE left(split_part(x, '@', 1), 1) ||

@@ -109,10 +109,6 @@ impl<'a> Shape<'a> {
     pub fn sql(&self) -> &'a str {
         self.sql
     }
-
-    fn constant(&self, i: usize) -> &'a str {
-        &self.sql[self.constants[i].clone()]
-    }
 }
 
 /// One piece of a templated rewrite.
@@ -125,6 +121,8 @@ enum Part {
 /// A decision learnt for a [`Shape`], valid for any values of its constants.
 #[derive(Debug)]
 pub struct Template {
+    /// The key of the shape it was learnt for.
+    key: Box<str>,
     outcome: Arc<Outcome>,
     /// The rewritten text as pieces (empty when the verdict is allow).
     parts: Vec<Part>,
@@ -137,14 +135,20 @@ pub struct Template {
 impl Template {
     /// The outcome for `shape` (which must have this template's key).
     pub fn instantiate(&self, shape: &Shape) -> Arc<Outcome> {
-        if self.parts.is_empty() || shape.constants.len() != self.constants {
+        self.instantiate_at(shape.sql, &shape.constants)
+    }
+
+    /// The outcome for `sql`, whose constants are at `constants` (as [`Template::matches`]
+    /// found them).
+    pub fn instantiate_at(&self, sql: &str, constants: &[Range<usize>]) -> Arc<Outcome> {
+        if self.parts.is_empty() || constants.len() != self.constants {
             return self.outcome.clone();
         }
-        let mut text = String::with_capacity(self.fixed_len + shape.sql.len());
+        let mut text = String::with_capacity(self.fixed_len + sql.len());
         for p in &self.parts {
             match p {
                 Part::Text(t) => text.push_str(t),
-                Part::Constant(i) => text.push_str(shape.constant(*i)),
+                Part::Constant(i) => text.push_str(&sql[constants[*i].clone()]),
             }
         }
         Arc::new(Outcome {
@@ -154,8 +158,70 @@ impl Template {
         })
     }
 
+    /// Whether `sql` has this template's shape (exactly when `Shape::of(sql)` has its
+    /// key), found without lexing: the text between the constants must be the learnt
+    /// text's byte for byte, so it lexes the same, and each constant a run of digits (or
+    /// `digits.digits` for a decimal slot), which the bytes around it (the same as
+    /// around the learnt constant: neither a word character nor a dot) end exactly as
+    /// they ended the learnt one. On success `constants` holds their byte ranges.
+    pub fn matches(&self, sql: &str, constants: &mut Vec<Range<usize>>) -> bool {
+        constants.clear();
+        let s = sql.as_bytes();
+        if memchr::memchr(0, s).is_some() {
+            return false;
+        }
+        let mut pieces = self.key.split('\0');
+        let Some(first) = pieces.next() else {
+            return false;
+        };
+        let Some(mut pos) = s.starts_with(first.as_bytes()).then_some(first.len()) else {
+            return false;
+        };
+        let digits =
+            |from: usize| from + s[from..].iter().take_while(|b| b.is_ascii_digit()).count();
+        for piece in pieces {
+            let (decimal, literal) = match piece.as_bytes().first() {
+                Some(b'i') => (false, &piece[1..]),
+                Some(b'd') => (true, &piece[1..]),
+                _ => return false,
+            };
+            let start = pos;
+            let mut end = digits(start);
+            if end == start {
+                return false;
+            }
+            if decimal {
+                if s.get(end) != Some(&b'.') {
+                    return false;
+                }
+                let frac = end + 1;
+                end = digits(frac);
+                if end == frac {
+                    return false;
+                }
+            }
+            if !s[end..].starts_with(literal.as_bytes()) {
+                return false;
+            }
+            constants.push(start..end);
+            pos = end + literal.len();
+        }
+        pos == s.len() && constants.len() == self.constants
+    }
+
+    /// The outcome every text of this shape shares when the proxy masks its rows
+    /// itself (the text then goes out as the client sent it, so nothing is
+    /// instantiated). Its rewrite text is the learnt text's: only for that use.
+    pub fn outcome_when_rows_masked(&self) -> Option<&Arc<Outcome>> {
+        self.outcome.row_masks.as_ref().map(|_| &self.outcome)
+    }
+
     /// Splits the rewrite of `shape` into text and constants, if no edit touches one.
     fn build(shape: &Shape, outcome: Outcome, edits: &[Edit]) -> Option<Template> {
+        // NUL marks the slots in the key (it never reaches us in protocol text).
+        if shape.sql.as_bytes().contains(&0) {
+            return None;
+        }
         let mut parts = Vec::new();
         if matches!(outcome.verdict, Verdict::Rewrite(_)) {
             // Edits and constants in text order (an insertion at a constant's start
@@ -192,6 +258,7 @@ impl Template {
             })
             .sum();
         let t = Template {
+            key: shape.key.as_str().into(),
             outcome: Arc::new(outcome),
             parts,
             fixed_len,
@@ -338,6 +405,74 @@ mod tests {
             ],
             "support_app",
         );
+    }
+
+    #[test]
+    fn matching_a_template_is_computing_the_shape() {
+        let sample = testing::Sample::default();
+        let (policy, catalog, key) = (&sample.policy, &sample.catalog, &sample.key);
+        let facts = sample.facts("support_app", Some("customer_service"));
+        let learnt = "SELECT name, phone FROM customers WHERE id = 12 AND 1.5 < 2.25 LIMIT 3";
+        let shape = Shape::of(learnt).expect("has constants");
+        let template = learn(policy, &facts, catalog, key, &shape)
+            .1
+            .expect("templated");
+        // Mutations around and inside the constants: the matcher agrees with Shape::of.
+        let pieces = [
+            "",
+            "0",
+            "7",
+            "123",
+            "1.5",
+            "12.",
+            ".5",
+            "1e5",
+            "1_0",
+            "x",
+            "a1",
+            "$1",
+            "'",
+            "'1'",
+            "--",
+            "/*",
+            "*/",
+            "\"",
+            ".",
+            "..",
+            " ",
+            "-",
+            "+",
+            "\0",
+            "é",
+            "9999999999999999999",
+        ];
+        let mut constants = Vec::new();
+        let mut checked = 0;
+        for at in 0..=learnt.len() {
+            for cut in 0..4 {
+                let end = (at + cut).min(learnt.len());
+                if !learnt.is_char_boundary(at) || !learnt.is_char_boundary(end) {
+                    continue;
+                }
+                for p in pieces {
+                    let sql = format!("{}{p}{}", &learnt[..at], &learnt[end..]);
+                    let expected = Shape::of(&sql).is_some_and(|s| s.key() == shape.key());
+                    assert_eq!(template.matches(&sql, &mut constants), expected, "{sql:?}");
+                    if expected {
+                        let s = Shape::of(&sql).expect("shape");
+                        assert_eq!(constants, s.constants, "{sql:?}");
+                        assert_eq!(
+                            template.instantiate_at(&sql, &constants),
+                            template.instantiate(&s)
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000);
+        assert!(template.matches(learnt, &mut constants));
+        assert!(!template.matches("", &mut constants));
     }
 
     #[test]

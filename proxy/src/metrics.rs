@@ -716,9 +716,14 @@ impl RoleMetrics {
 
     /// `n` column reads of `class` were served masked.
     pub fn masked(&self, class: &str, n: u64) {
+        self.masked_counter(class).inc_by(n);
+    }
+
+    /// The counter of column reads of `class` served masked (callers that count the
+    /// same classes again and again keep it instead of looking it up each time).
+    pub fn masked_counter(&self, class: &str) -> IntCounter {
         if let Some(c) = self.masked.get(class) {
-            c.inc_by(n);
-            return;
+            return c.clone();
         }
         let label = if self.masked.len() >= MAX_DYNAMIC_LABELS {
             OVERFLOW_LABEL
@@ -731,7 +736,7 @@ impl RoleMetrics {
                 self.masked_vec
                     .with_label_values(&[self.role.as_str(), label])
             })
-            .inc_by(n);
+            .clone()
     }
 }
 

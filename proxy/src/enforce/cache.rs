@@ -110,20 +110,23 @@ impl DecisionCache {
     /// (prepared statements, constant-free texts), else from the template of the text's
     /// [`Shape`], else computed. A new shape is `learn`t (an outcome, plus a template
     /// when the decision holds for any values of its constants); a text whose shape has
-    /// no template, or that has no shape, is `decide`d and cached by exact text.
+    /// no template, or that has no shape, is `decide`d and cached by exact text. The
+    /// template that answered (or was learnt), if any, comes back for the session to
+    /// match its next texts against (see [`Template::matches`]).
     pub fn get_or_decide(
         &self,
         context: u64,
         sql: &str,
         decide: impl FnOnce() -> Outcome,
         learn: impl FnOnce(&Shape) -> (Arc<Outcome>, Option<Arc<Template>>),
-    ) -> (Arc<Outcome>, bool) {
+    ) -> (Arc<Outcome>, bool, Option<Arc<Template>>) {
         let k = self.key(context, sql);
         if let Some(outcome) = self.get_exact(k, context, sql) {
-            return (outcome, true);
+            return (outcome, true, None);
         }
         let Some(shape) = Shape::of(sql) else {
-            return self.insert_computed(k, context, sql, decide);
+            let (outcome, hit) = self.insert_computed(k, context, sql, decide);
+            return (outcome, hit, None);
         };
         let sk = self.key(context, shape.key());
         let known = match self.shapes.get(&sk) {
@@ -133,9 +136,12 @@ impl DecisionCache {
         match known {
             Some(Some(template)) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                (template.instantiate(&shape), true)
+                (template.instantiate(&shape), true, Some(template))
             }
-            Some(None) => self.insert_computed(k, context, sql, decide),
+            Some(None) => {
+                let (outcome, hit) = self.insert_computed(k, context, sql, decide);
+                (outcome, hit, None)
+            }
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 let (outcome, template) = learn(&shape);
@@ -150,10 +156,10 @@ impl DecisionCache {
                     ShapeEntry {
                         context,
                         key: shape.key().into(),
-                        template,
+                        template: template.clone(),
                     },
                 );
-                (outcome, false)
+                (outcome, false, template)
             }
         }
     }
@@ -254,10 +260,13 @@ mod tests {
                 |shape| pgveil_policy::shape::learn(policy, &facts, catalog, key, shape),
             )
         };
-        let (first, hit) = lookup("SELECT phone FROM customers WHERE id = 1");
+        let (first, hit, _) = lookup("SELECT phone FROM customers WHERE id = 1");
         assert!(!hit);
-        let (second, hit) = lookup("SELECT phone FROM customers WHERE id = 2024");
+        let (second, hit, template) = lookup("SELECT phone FROM customers WHERE id = 2024");
         assert!(hit);
+        let mut constants = Vec::new();
+        let template = template.expect("the shape's template");
+        assert!(template.matches("SELECT phone FROM customers WHERE id = 5", &mut constants));
         let text = |o: &Outcome| match &o.verdict {
             Verdict::Rewrite(t) => t.clone(),
             other => panic!("expected a rewrite, got {other:?}"),

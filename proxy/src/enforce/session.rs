@@ -13,7 +13,7 @@ use pgveil_policy::decide::{
 use pgveil_policy::mask::MaskKey;
 use pgveil_policy::model::Role;
 use pgveil_policy::output::RowMasks;
-use pgveil_policy::shape;
+use pgveil_policy::shape::{self, Template};
 
 use super::audit_json::{AuditJson, SessionIds};
 use super::cache::context_hash;
@@ -87,6 +87,33 @@ impl std::ops::Deref for ReportRef {
     }
 }
 
+/// One statement report's masked-column counters, looked up once for all its
+/// executions. Holding the reports keeps their address from being reused by others.
+struct MaskedCounters {
+    reports: Arc<[StatementReport]>,
+    index: usize,
+    counters: Vec<prometheus::IntCounter>,
+}
+
+impl MaskedCounters {
+    fn of(report: &ReportRef, metrics: &RoleMetrics) -> MaskedCounters {
+        MaskedCounters {
+            reports: report.outcome.statements.clone(),
+            index: report.index,
+            counters: report
+                .classes
+                .iter()
+                .map(|class| metrics.masked_counter(class))
+                .collect(),
+        }
+    }
+
+    /// Whether these are the counters of `report`.
+    fn counts(&self, report: &ReportRef) -> bool {
+        self.index == report.index && Arc::ptr_eq(&self.reports, &report.outcome.statements)
+    }
+}
+
 /// The values every audit event of a session repeats.
 struct AuditIds {
     session: Arc<str>,
@@ -112,6 +139,9 @@ pub struct Enforcer {
     /// Audit event members serialized once per session and per statement report.
     audit_json: AuditJson,
     role_metrics: Option<Arc<RoleMetrics>>,
+    /// The masked-column counters of the last statement report that masked something
+    /// (statements of one text repeat, and share their reports).
+    masked_counters: Option<MaskedCounters>,
     /// Audit queue places obtained asynchronously (queue was full) for the next decision.
     slots: Arc<std::sync::Mutex<Vec<AuditSlot>>>,
     /// How many places the next decision needs that `try_admit` could not give.
@@ -150,7 +180,15 @@ pub struct Enforcer {
     snapshot: Option<(u64, Option<Arc<Snapshot>>)>,
     /// The role's row limit (read once per policy, asked for every statement).
     max_rows: Option<u64>,
+    /// The shapes of this session's latest statements with their decision context, most
+    /// recent first: a text is matched against them before the shared cache is asked.
+    shapes: Vec<(u64, Arc<Template>)>,
+    /// Constant positions found by the last match (reused buffer).
+    constants: Vec<std::ops::Range<usize>>,
 }
+
+/// How many statement shapes a session remembers.
+const SESSION_SHAPES: usize = 4;
 
 fn purpose_from_startup(params: &[(String, String)]) -> Option<String> {
     startup_settings(params)
@@ -257,6 +295,7 @@ impl Enforcer {
             },
             audit_json: AuditJson::default(),
             role_metrics: None,
+            masked_counters: None,
             slots: Arc::default(),
             slots_needed: 0,
             audit_unavailable: Arc::default(),
@@ -279,6 +318,8 @@ impl Enforcer {
             portals: HashMap::default(),
             max_rows: None,
             snapshot: None,
+            shapes: Vec::new(),
+            constants: Vec::new(),
         };
         e.adopt(active);
         e
@@ -288,6 +329,7 @@ impl Enforcer {
         let role = active.policy.role_for_user(&self.ids.user);
         self.role = role.map(|r| r.name.as_str().into());
         self.role_metrics = self.role.as_deref().map(|r| metrics().role(r));
+        self.masked_counters = None;
         self.restricted = role.is_none_or(|r| r.is_restricted(&active.policy));
         self.max_rows = role.and_then(|r| r.max_rows);
         self.active = active;
@@ -341,9 +383,15 @@ impl Enforcer {
     }
 
     /// Decide `sql` with the current policy and catalog (cached), and the context hash
-    /// the decision was taken in.
-    fn decide(&mut self, sql: &str) -> (Arc<Outcome>, u64) {
+    /// the decision was taken in. With `unrewritten`, the caller forwards the text as
+    /// sent when its rows are masked here and asks nothing else of the rewrite, so a
+    /// shape's shared outcome may stand without instantiating its rewrite text.
+    fn decide(&mut self, sql: &str, unrewritten: bool) -> (Arc<Outcome>, u64) {
         let (context, snapshot) = self.context_now();
+        if let Some(outcome) = self.known_shape(context, sql, unrewritten) {
+            metrics().decision_cache(true);
+            return (outcome, context);
+        }
         let catalog: &dyn Catalog = match &snapshot {
             Some(s) => s.as_ref(),
             None => &*EMPTY_CATALOG,
@@ -356,14 +404,45 @@ impl Enforcer {
             temp_schema: self.temp_schema.as_deref(),
         };
         let (policy, key) = (&self.active.policy, &self.shared.key);
-        let (outcome, hit) = self.shared.decisions.get_or_decide(
+        let (outcome, hit, template) = self.shared.decisions.get_or_decide(
             context,
             sql,
             || decide::decide(policy, &facts, catalog, key, sql),
             |shape| shape::learn(policy, &facts, catalog, key, shape),
         );
         metrics().decision_cache(hit);
+        if let Some(t) = template {
+            if !self
+                .shapes
+                .iter()
+                .any(|(c, k)| *c == context && Arc::ptr_eq(k, &t))
+            {
+                self.shapes.truncate(SESSION_SHAPES - 1);
+                self.shapes.insert(0, (context, t));
+            }
+        }
         (outcome, context)
+    }
+
+    /// The decision for `sql` from a shape this session saw in the same context, if it
+    /// has one of them (the same answer the shared cache would give, without lexing).
+    fn known_shape(&mut self, context: u64, sql: &str, unrewritten: bool) -> Option<Arc<Outcome>> {
+        let at = self
+            .shapes
+            .iter()
+            .position(|(c, t)| *c == context && t.matches(sql, &mut self.constants))?;
+        let template = self.shapes[at].1.clone();
+        if at > 0 {
+            self.shapes[..=at].rotate_right(1);
+        }
+        if unrewritten {
+            if let Some(o) = template.outcome_when_rows_masked() {
+                if self.masks_rows(o) {
+                    return Some(o.clone());
+                }
+            }
+        }
+        Some(template.instantiate_at(sql, &self.constants))
     }
 
     /// An `EXECUTE name` whose `PREPARE` would be decided differently now (search_path,
@@ -377,7 +456,7 @@ impl Enforcer {
             let Some((text, then)) = self.sql_prepared.get(&name).cloned() else {
                 continue;
             };
-            let now = self.decide(&text).0.verdict.clone();
+            let now = self.decide(&text, false).0.verdict.clone();
             if now != then {
                 return Some(
                     ProxyError::error(
@@ -562,7 +641,7 @@ impl Enforcer {
             return (Verdict::Refuse(e), None);
         }
         let started = Instant::now();
-        let (outcome, context) = self.decide(sql);
+        let (outcome, context) = self.decide(sql, tags.is_some());
         if self.should_refresh_for(sql, &outcome) {
             return (Verdict::Retry, None);
         }
@@ -828,8 +907,15 @@ impl SessionHook for Enforcer {
             if let (Some(n), false) = (rows, report.decision == Decision::Deny) {
                 m.rows(n);
             }
-            for class in &report.classes {
-                m.masked(class, 1);
+            if !report.classes.is_empty() {
+                let memo = match self.masked_counters.take() {
+                    Some(c) if c.counts(&report) => c,
+                    _ => MaskedCounters::of(&report, m),
+                };
+                for c in &memo.counters {
+                    c.inc();
+                }
+                self.masked_counters = Some(memo);
             }
         }
         // Without audit sinks `admit` gives no slot, so no event is built.

@@ -81,6 +81,9 @@ pub fn data_row(
 
 /// Appends the RowDescription (a whole message) for `body` to `out`, with the masked
 /// columns described as the rewrite would describe them.
+///
+/// The message keeps its length (only fixed-size fields change), so it is copied once
+/// and the masked fields are patched in place.
 pub fn row_description(body: &[u8], masks: &RowMasks, out: &mut Vec<u8>) -> Result<(), Malformed> {
     let mut c = Cursor::new(body, "RowDescription");
     let n = c.i16()?;
@@ -89,52 +92,41 @@ pub fn row_description(body: &[u8], masks: &RowMasks, out: &mut Vec<u8>) -> Resu
             "RowDescription with an unexpected number of columns",
         ));
     }
-    let mut next = masks.columns.iter().peekable();
-    let mut result = Ok(());
-    encode(out, b'T', |b| {
-        b.extend_from_slice(&n.to_be_bytes());
+    let len = i32::try_from(body.len() + 4)
+        .map_err(|_| Malformed("RowDescription longer than a message can be"))?;
+    let start = out.len();
+    out.reserve(body.len() + 5);
+    out.push(b'T');
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    let fields = start + 5;
+    let patched = (|| {
+        let mut next = masks.columns.iter().peekable();
         for i in 0..masks.width {
-            let field = (|| {
-                let name = c.cstr()?;
-                let table = c.i32()?;
-                let attnum = c.i16()?;
-                let type_oid = c.i32()?;
-                let type_len = c.i16()?;
-                let typmod = c.i32()?;
-                let format = c.i16()?;
-                Ok::<_, Malformed>((name, table, attnum, type_oid, type_len, typmod, format))
-            })();
-            let (name, mut table, mut attnum, mut type_oid, mut type_len, mut typmod, format) =
-                match field {
-                    Ok(f) => f,
-                    Err(e) => {
-                        result = Err(e);
-                        return;
-                    }
-                };
+            c.cstr()?;
+            // table OID (4), attnum (2), type OID (4), type length (2), typmod (4), format (2)
+            let at = fields + (body.len() - c.remaining().len());
+            c.take(18)?;
             if let Some(m) = next.next_if(|m| m.index == i) {
-                table = 0;
-                attnum = 0;
+                let f = &mut out[at..at + 18];
+                f[..6].fill(0);
                 if !m.mask.keeps_type() {
-                    type_oid = TEXT_OID;
-                    type_len = -1;
-                    typmod = -1;
+                    f[6..10].copy_from_slice(&TEXT_OID.to_be_bytes());
+                    f[10..12].copy_from_slice(&(-1i16).to_be_bytes());
+                    f[12..16].copy_from_slice(&(-1i32).to_be_bytes());
                 }
             }
-            b.extend_from_slice(name);
-            b.push(0);
-            b.extend_from_slice(&table.to_be_bytes());
-            b.extend_from_slice(&attnum.to_be_bytes());
-            b.extend_from_slice(&type_oid.to_be_bytes());
-            b.extend_from_slice(&type_len.to_be_bytes());
-            b.extend_from_slice(&typmod.to_be_bytes());
-            b.extend_from_slice(&format.to_be_bytes());
         }
-        if !c.is_empty() {
-            result = Err(Malformed("RowDescription with trailing bytes"));
+        if c.is_empty() {
+            Ok(())
+        } else {
+            Err(Malformed("RowDescription with trailing bytes"))
         }
-    });
-    result
+    })();
+    if patched.is_err() {
+        out.truncate(start);
+    }
+    patched
 }
 
 #[cfg(test)]
