@@ -411,15 +411,10 @@ impl Enforcer {
             |shape| shape::learn(policy, &facts, catalog, key, shape),
         );
         metrics().decision_cache(hit);
+        // A template comes back only when no remembered shape matched the text.
         if let Some(t) = template {
-            if !self
-                .shapes
-                .iter()
-                .any(|(c, k)| *c == context && Arc::ptr_eq(k, &t))
-            {
-                self.shapes.truncate(SESSION_SHAPES - 1);
-                self.shapes.insert(0, (context, t));
-            }
+            self.shapes.truncate(SESSION_SHAPES - 1);
+            self.shapes.insert(0, (context, t));
         }
         (outcome, context)
     }

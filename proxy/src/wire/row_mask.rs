@@ -92,13 +92,9 @@ pub fn row_description(body: &[u8], masks: &RowMasks, out: &mut Vec<u8>) -> Resu
             "RowDescription with an unexpected number of columns",
         ));
     }
-    let len = i32::try_from(body.len() + 4)
-        .map_err(|_| Malformed("RowDescription longer than a message can be"))?;
     let start = out.len();
     out.reserve(body.len() + 5);
-    out.push(b'T');
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(body);
+    encode(out, b'T', |b| b.extend_from_slice(body));
     let fields = start + 5;
     let patched = (|| {
         let mut next = masks.columns.iter().peekable();
