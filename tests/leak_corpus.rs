@@ -300,6 +300,15 @@ fn cases() -> Vec<Case> {
         c("purpose wrong", "agent", "SELECT phone FROM customers", DENY).setup(&["SET pgveil.purpose = 'marketing'"]).refused_after(),
         c("purpose by SET", "agent", "SELECT phone FROM customers", Rows(10)).setup(&["SET pgveil.purpose = 'customer_service'"]),
         c("purpose by startup options", "agent", "SELECT phone FROM customers", Rows(10)).startup(CS),
+        c("purpose reset to the startup one", "agent", "SELECT phone FROM customers", Rows(10))
+            .startup(CS)
+            .setup(&["SET pgveil.purpose = 'marketing'", "RESET pgveil.purpose"]),
+        c("purpose gone after DISCARD ALL", "agent", "SELECT phone FROM customers", DENY)
+            .setup(&["SET pgveil.purpose = 'customer_service'", "DISCARD ALL"])
+            .refused_after(),
+        c("purpose gone after RESET ALL", "agent", "SELECT phone FROM customers", DENY)
+            .setup(&["SET pgveil.purpose = 'customer_service'", "RESET ALL"])
+            .refused_after(),
         c("purpose by startup parameter", "agent", "SELECT phone FROM customers", Rows(10))
             .startup(&[("pgveil.purpose", "customer_service")]),
         // --- EXPLAIN
@@ -781,6 +790,151 @@ async fn proxy_masked_statements_keep_their_masks() {
         "{replies:?}"
     );
     seen.extend(replies);
+    let found = leaks(&seen, &forbidden);
+    assert!(
+        found.is_empty(),
+        "{} leaks, first: {:?}",
+        found.len(),
+        found.first()
+    );
+}
+
+/// Send `msgs` in one write and read the replies up to the `n`-th ReadyForQuery.
+async fn pipeline(sess: &mut Session, msgs: &[Vec<u8>], n: usize) -> Vec<Msg> {
+    let bytes: Vec<u8> = msgs.concat();
+    sess.s.write_all(&bytes).await.expect("pipeline");
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.extend(raw::read_until_ready(&mut sess.s).await);
+    }
+    out
+}
+
+fn bind_execute(statement: &str) -> Vec<u8> {
+    let mut b = vec![0u8];
+    b.extend_from_slice(statement.as_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+    let mut m = raw::message(b'B', &b);
+    m.extend(raw::message(b'E', &[0, 0, 0, 0, 0]));
+    m
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut p = name.as_bytes().to_vec();
+    p.push(0);
+    p.extend_from_slice(sql.as_bytes());
+    p.extend_from_slice(&[0, 0, 0]);
+    raw::message(b'P', &p)
+}
+
+fn sync() -> Vec<u8> {
+    raw::message(b'S', &[])
+}
+
+fn data_rows(msgs: &[Msg]) -> usize {
+    msgs.iter().filter(|m| m.tag == b'D').count()
+}
+
+fn sqlstates(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter().filter_map(|m| m.sqlstate()).collect()
+}
+
+/// The proxy's books of prepared statements follow the server's: a Close skipped after
+/// an error leaves the statement (and its masks) in place even when a new Parse of the
+/// name is pipelined behind a Sync; a Parse the server refused leaves no statement
+/// behind; DEALLOCATE and DISCARD ALL free the names; EXECUTE cannot run a statement
+/// whose rows the proxy masks.
+#[tokio::test]
+async fn statement_books_follow_the_server() {
+    let db = "shop_books";
+    let proxy = corpus_proxy(db).await;
+    let forbidden = forbidden();
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    let mut seen = Vec::new();
+    let masked = "SELECT phone FROM customers";
+    let decoy = "SELECT 'x'::text AS phone FROM customers";
+
+    let r = pipeline(&mut sess, &[parse("s1", masked), sync()], 1).await;
+    assert!(sqlstates(&r).is_empty(), "{r:?}");
+    // Bind of a missing statement fails, so the Close of s1 is skipped; after the Sync
+    // the Parse of s1 fails (s1 still exists) and the Bind runs the masked s1.
+    let r = pipeline(
+        &mut sess,
+        &[
+            bind_execute("no_such_statement"),
+            raw::message(b'C', b"Ss1\0"),
+            sync(),
+            parse("s1", decoy),
+            sync(),
+            bind_execute("s1"),
+            sync(),
+        ],
+        3,
+    )
+    .await;
+    assert_eq!(data_rows(&r), 10, "{r:?}");
+    assert_eq!(sqlstates(&r), ["26000", "42P05"], "{r:?}");
+    seen.extend(r);
+
+    // EXECUTE would bypass the masks applied to s1's rows.
+    let r = sess.simple("EXECUTE s1").await;
+    assert_eq!(sqlstates(&r), ["42501"], "{r:?}");
+    seen.extend(r);
+    let r = sess.simple("EXECUTE never_prepared").await;
+    assert_eq!(sqlstates(&r), ["26000"], "{r:?}");
+
+    // DEALLOCATE frees the name.
+    let r = sess.simple("DEALLOCATE s1").await;
+    assert!(sqlstates(&r).is_empty(), "{r:?}");
+    let r = pipeline(
+        &mut sess,
+        &[parse("s1", masked), bind_execute("s1"), sync()],
+        1,
+    )
+    .await;
+    assert!(sqlstates(&r).is_empty(), "{r:?}");
+    assert_eq!(data_rows(&r), 10, "{r:?}");
+    seen.extend(r);
+
+    // A Parse the server refuses creates nothing: the name can be parsed again.
+    let r = pipeline(
+        &mut sess,
+        &[
+            parse("s2", "SELECT phone FROM customers WHERE id = 'abc'::int"),
+            sync(),
+        ],
+        1,
+    )
+    .await;
+    assert_eq!(sqlstates(&r), ["22P02"], "{r:?}");
+    let r = pipeline(
+        &mut sess,
+        &[parse("s2", masked), bind_execute("s2"), sync()],
+        1,
+    )
+    .await;
+    assert!(sqlstates(&r).is_empty(), "{r:?}");
+    assert_eq!(data_rows(&r), 10, "{r:?}");
+    seen.extend(r);
+
+    // DISCARD ALL drops every statement.
+    let r = sess.simple("DISCARD ALL").await;
+    assert!(sqlstates(&r).is_empty(), "{r:?}");
+    let r = pipeline(
+        &mut sess,
+        &[
+            parse("s1", masked),
+            parse("s2", masked),
+            bind_execute("s2"),
+            sync(),
+        ],
+        1,
+    )
+    .await;
+    assert!(sqlstates(&r).is_empty(), "{r:?}");
+    assert_eq!(data_rows(&r), 10, "{r:?}");
+    seen.extend(r);
+
     let found = leaks(&seen, &forbidden);
     assert!(
         found.is_empty(),

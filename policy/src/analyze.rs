@@ -486,7 +486,10 @@ impl<'a> Walker<'a> {
             Statement::Reset(r) => {
                 self.set_kind(K::Session);
                 match &r.reset {
-                    Reset::ALL => self.out.effects.push(SessionEffect::ResetSearchPath),
+                    Reset::ALL => {
+                        self.out.effects.push(SessionEffect::ResetSearchPath);
+                        self.out.effects.push(SessionEffect::ResetPurpose);
+                    }
                     Reset::SessionAuthorization => self.deny(
                         DenyReason::SessionSetting,
                         "42501",
@@ -510,7 +513,12 @@ impl<'a> Walker<'a> {
             Statement::Discard { object_type } => {
                 self.set_kind(K::Session);
                 if matches!(object_type, ast::DiscardObject::ALL) {
+                    // DISCARD ALL is RESET ALL plus DEALLOCATE ALL (and more).
                     self.out.effects.push(SessionEffect::ResetSearchPath);
+                    self.out.effects.push(SessionEffect::ResetPurpose);
+                    self.out
+                        .effects
+                        .push(SessionEffect::Deallocate { name: None });
                 }
             }
             Statement::StartTransaction { statements, .. } => {

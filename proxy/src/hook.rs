@@ -64,6 +64,22 @@ pub enum Completion {
     Failed { sqlstate: Option<String> },
 }
 
+/// What the server did with a forwarded Parse or Close of a prepared statement.
+///
+/// The hook keeps its own books of the session's prepared statements (to know what a
+/// Bind runs); they must follow the server's, which keeps an old statement when a
+/// Parse of its name fails and ignores everything after an error until Sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementChange {
+    /// ParseComplete or CloseComplete: the change was made.
+    Made,
+    /// The server refused this message: a named statement is unchanged, the unnamed
+    /// statement is gone (PostgreSQL drops it before parsing the new one).
+    Failed,
+    /// The server skipped it after an earlier error: nothing changed.
+    Skipped,
+}
+
 /// Opaque per-statement data a hook attaches to a forwarded statement and gets back
 /// when the statement completes (the audit event under construction, for example).
 pub type StatementTag = Box<dyn std::any::Any + Send>;
@@ -103,6 +119,14 @@ pub trait SessionHook: Send {
 
     /// A Close of a statement ('S') or portal ('P').
     fn on_close(&mut self, _kind: u8, _name: &str) {}
+
+    /// What became of the oldest forwarded Parse or statement Close not yet settled
+    /// (called once for each, in the order they were forwarded).
+    fn on_statement_change(&mut self, _change: StatementChange) {}
+
+    /// A Sync was forwarded: the server answers everything before it, and a message
+    /// after it runs even if one before it failed.
+    fn on_sync(&mut self) {}
 
     /// A FunctionCall message (the fast-path interface).
     fn on_function_call(&mut self) -> Verdict {

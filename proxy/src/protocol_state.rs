@@ -10,17 +10,18 @@ use std::sync::Arc;
 
 use pgveil_policy::output::RowMasks;
 
-use crate::hook::{Completion, StatementTag};
+use crate::hook::{Completion, StatementChange, StatementTag};
 use crate::wire::messages::error::ProxyError;
 
 /// One reply (or reply sequence) the server owes.
 pub enum Expect {
-    /// ParseComplete ('1').
+    /// ParseComplete ('1'); its outcome is reported as a [`StatementChange`].
     Parse,
     /// BindComplete ('2').
     Bind,
-    /// CloseComplete ('3').
-    Close,
+    /// CloseComplete ('3'); a statement's (not a portal's) Close is reported as a
+    /// [`StatementChange`].
+    Close { statement: bool },
     /// ParameterDescription ('t') then RowDescription or NoData; `masks`: the
     /// statement's output masks, applied to the RowDescription.
     DescribeStatement { masks: Option<Arc<RowMasks>> },
@@ -61,7 +62,7 @@ impl std::fmt::Debug for Expect {
         let name = match self {
             Expect::Parse => "Parse",
             Expect::Bind => "Bind",
-            Expect::Close => "Close",
+            Expect::Close { .. } => "Close",
             Expect::DescribeStatement { .. } => "DescribeStatement",
             Expect::DescribePortal { .. } => "DescribePortal",
             Expect::Execute { .. } => "Execute",
@@ -110,12 +111,21 @@ pub fn decode_data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
     Some(out)
 }
 
-/// The queue of owed replies plus the completions it produced.
+/// What the hook learns from the server's replies, in the server's order.
+#[derive(Debug)]
+pub enum Settled {
+    /// A tagged statement ended.
+    Statement(StatementTag, Completion),
+    /// A Parse or a statement Close was carried out, refused or skipped.
+    Change(StatementChange),
+}
+
+/// The queue of owed replies plus what they settled.
 #[derive(Debug, Default)]
 pub struct ProtocolState {
     queue: VecDeque<Expect>,
-    /// Statements that completed since the last drain, for the hook.
-    completed: Vec<(StatementTag, Completion)>,
+    /// Statements and statement changes settled since the last drain, for the hook.
+    settled: Vec<Settled>,
 }
 
 impl ProtocolState {
@@ -134,9 +144,9 @@ impl ProtocolState {
         self.queue.is_empty()
     }
 
-    /// Completions gathered since the last call.
-    pub fn take_completed(&mut self) -> std::vec::Drain<'_, (StatementTag, Completion)> {
-        self.completed.drain(..)
+    /// What was settled since the last call, in order.
+    pub fn take_settled(&mut self) -> std::vec::Drain<'_, Settled> {
+        self.settled.drain(..)
     }
 
     /// Rows counted so far for the statement currently producing rows.
@@ -203,9 +213,19 @@ impl ProtocolState {
                     *rows += 1;
                 }
             }
-            b'1' => self.pop_if(|e| matches!(e, Expect::Parse)),
-            b'2' => self.pop_if(|e| matches!(e, Expect::Bind)),
-            b'3' => self.pop_if(|e| matches!(e, Expect::Close)),
+            b'1' if self.pop_if(|e| matches!(e, Expect::Parse)) => {
+                self.settled.push(Settled::Change(StatementChange::Made));
+            }
+            b'2' => {
+                self.pop_if(|e| matches!(e, Expect::Bind));
+            }
+            b'3' => {
+                if self.pop_if(|e| matches!(e, Expect::Close { statement: true })) {
+                    self.settled.push(Settled::Change(StatementChange::Made));
+                } else {
+                    self.pop_if(|e| matches!(e, Expect::Close { statement: false }));
+                }
+            }
             b't' => {
                 if let Some(Expect::DescribeStatement { masks }) = self.queue.front_mut() {
                     let masks = masks.take();
@@ -214,12 +234,14 @@ impl ProtocolState {
                     }
                 }
             }
-            b'T' | b'n' => self.pop_if(|e| {
-                matches!(
-                    e,
-                    Expect::DescribePortal { .. } | Expect::DescribeStatement { .. }
-                )
-            }),
+            b'T' | b'n' => {
+                self.pop_if(|e| {
+                    matches!(
+                        e,
+                        Expect::DescribePortal { .. } | Expect::DescribeStatement { .. }
+                    )
+                });
+            }
             b'C' | b'I' | b's' => {
                 let how = |rows: u64| match tag {
                     b'C' => Completion::Done {
@@ -237,13 +259,13 @@ impl ProtocolState {
                             tag: Some(t), rows, ..
                         }) = self.queue.pop_front()
                         {
-                            self.completed.push((t, how(rows)));
+                            self.settled.push(Settled::Statement(t, how(rows)));
                         }
                     }
                     Some(Expect::Query { tags, rows, .. }) => {
                         let n = std::mem::take(rows);
                         if let Some(t) = tags.pop_front() {
-                            self.completed.push((t, how(n)));
+                            self.settled.push(Settled::Statement(t, how(n)));
                         }
                     }
                     _ => {}
@@ -252,11 +274,13 @@ impl ProtocolState {
             b'E' => return self.on_error(body),
             b'Z' => {
                 while let Some(e) = self.queue.pop_front() {
-                    if matches!(
-                        e,
-                        Expect::Sync | Expect::Query { .. } | Expect::FunctionCall
-                    ) {
-                        break;
+                    match e {
+                        Expect::Sync | Expect::Query { .. } | Expect::FunctionCall => break,
+                        // Unanswered (a server out of step): assume nothing changed.
+                        Expect::Parse | Expect::Close { statement: true } => {
+                            self.settled.push(Settled::Change(StatementChange::Skipped))
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -265,10 +289,13 @@ impl ProtocolState {
         Action::Relay
     }
 
-    fn pop_if(&mut self, f: impl Fn(&Expect) -> bool) {
-        if self.queue.front().is_some_and(f) {
+    /// Pop the oldest owed reply if it is the one `f` expects; whether it was.
+    fn pop_if(&mut self, f: impl Fn(&Expect) -> bool) -> bool {
+        let hit = self.queue.front().is_some_and(f);
+        if hit {
             self.queue.pop_front();
         }
+        hit
     }
 
     fn on_error(&mut self, body: &[u8]) -> Action {
@@ -280,7 +307,7 @@ impl ProtocolState {
             Some(Expect::Query { tags, refused, .. }) => {
                 // The rest of this Query's statements never run.
                 if let Some(t) = tags.pop_front() {
-                    self.completed.push((t, failed()));
+                    self.settled.push(Settled::Statement(t, failed()));
                 }
                 tags.clear();
                 match refused.take() {
@@ -303,7 +330,14 @@ impl ProtocolState {
                     match self.queue.pop_front() {
                         Some(Expect::Refused(e)) if first => action = Action::ReplaceError(*e),
                         Some(Expect::Execute { tag: Some(t), .. }) if first => {
-                            self.completed.push((t, failed()));
+                            self.settled.push(Settled::Statement(t, failed()));
+                        }
+                        Some(Expect::Parse | Expect::Close { statement: true }) => {
+                            self.settled.push(Settled::Change(if first {
+                                StatementChange::Failed
+                            } else {
+                                StatementChange::Skipped
+                            }));
                         }
                         _ => {}
                     }
@@ -323,6 +357,24 @@ mod tests {
         Box::new(n)
     }
 
+    fn completions(s: &mut ProtocolState) -> Vec<Completion> {
+        s.take_settled()
+            .filter_map(|e| match e {
+                Settled::Statement(_, c) => Some(c),
+                Settled::Change(_) => None,
+            })
+            .collect()
+    }
+
+    fn changes(s: &mut ProtocolState) -> Vec<StatementChange> {
+        s.take_settled()
+            .filter_map(|e| match e {
+                Settled::Change(c) => Some(c),
+                Settled::Statement(..) => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn pipeline_completions_in_order() {
         let mut s = ProtocolState::default();
@@ -339,10 +391,10 @@ mod tests {
         s.on_backend(b'D', b"");
         s.on_backend(b'D', b"");
         s.on_backend(b'C', b"SELECT 2\0");
-        let done: Vec<_> = s.take_completed().collect();
+        let done = completions(&mut s);
         assert_eq!(done.len(), 1);
         assert_eq!(
-            done[0].1,
+            done[0],
             Completion::Done {
                 tag: "SELECT 2".into(),
                 rows: 2
@@ -393,9 +445,43 @@ mod tests {
         s.on_backend(b'C', b"SELECT 1\0");
         s.on_backend(b'E', b"C22012\0\0");
         s.on_backend(b'Z', b"E");
-        let done: Vec<_> = s.take_completed().map(|(_, c)| c).collect();
+        let done = completions(&mut s);
         assert_eq!(done.len(), 3);
         assert!(matches!(done[2], Completion::Failed { .. }));
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn statement_changes_follow_the_server() {
+        use StatementChange::*;
+        let mut s = ProtocolState::default();
+        s.push(Expect::Parse);
+        s.push(Expect::Close { statement: false });
+        s.push(Expect::Close { statement: true });
+        s.push(Expect::Sync);
+        s.on_backend(b'1', b"");
+        s.on_backend(b'3', b"");
+        s.on_backend(b'3', b"");
+        s.on_backend(b'Z', b"I");
+        assert_eq!(changes(&mut s), [Made, Made]);
+
+        // The first Parse fails; what follows until Sync is skipped.
+        s.push(Expect::Parse);
+        s.push(Expect::Close { statement: false });
+        s.push(Expect::Close { statement: true });
+        s.push(Expect::Parse);
+        s.push(Expect::Sync);
+        s.on_backend(b'E', b"C42P05\0\0");
+        s.on_backend(b'Z', b"I");
+        assert_eq!(changes(&mut s), [Failed, Skipped, Skipped]);
+
+        // An error before the Parse: it is skipped, not failed.
+        s.push(Expect::Bind);
+        s.push(Expect::Parse);
+        s.push(Expect::Sync);
+        s.on_backend(b'E', b"C26000\0\0");
+        s.on_backend(b'Z', b"I");
+        assert_eq!(changes(&mut s), [Skipped]);
         assert!(s.is_idle());
     }
 }

@@ -22,7 +22,7 @@ use crate::audit::{AuditEvent, EventKind};
 use crate::auth::Login;
 use crate::hook::{SessionHook, SessionInfo, StatementTag, Verdict};
 use crate::metrics::{metrics, Direction};
-use crate::protocol_state::{Action, Expect, ProbeStep, ProtocolState};
+use crate::protocol_state::{Action, Expect, ProbeStep, ProtocolState, Settled};
 use crate::server::ProxyContext;
 use crate::stream::{
     ClientReader, ClientStream, ClientWriter, UpstreamReader, UpstreamStream, UpstreamWriter,
@@ -843,10 +843,13 @@ fn on_client_message(
         b'C' => {
             let (kind, name) = frontend::target(body).map_err(malformed)?;
             sh.hook.on_close(kind, name);
-            sh.state.push(Expect::Close);
+            sh.state.push(Expect::Close {
+                statement: kind == b'S',
+            });
             Ok(Handled::Forward)
         }
         b'S' => {
+            sh.hook.on_sync();
             sh.state.push(Expect::Sync);
             Ok(Handled::Forward)
         }
@@ -933,13 +936,17 @@ async fn upstream_to_client(
                     Err(_) => return Err(SessionError::UpstreamProtocol(Malformed("message"))),
                 }
             }
-            let completed: Vec<_> = sh.state.take_completed().collect();
-            counts
-                .statements
-                .fetch_add(completed.len() as u64, Ordering::Relaxed);
-            for (tag, how) in completed {
-                sh.hook.on_complete(tag, how);
+            let mut statements = 0;
+            for settled in sh.state.take_settled() {
+                match settled {
+                    Settled::Statement(tag, how) => {
+                        statements += 1;
+                        sh.hook.on_complete(tag, how);
+                    }
+                    Settled::Change(change) => sh.hook.on_statement_change(change),
+                }
             }
+            counts.statements.fetch_add(statements, Ordering::Relaxed);
         }
         if pos > 0 {
             let bytes = splice.finish(&buf, pos);

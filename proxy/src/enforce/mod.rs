@@ -11,6 +11,7 @@ pub mod cache;
 pub mod reload;
 pub mod scrub;
 pub mod session;
+mod statements;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

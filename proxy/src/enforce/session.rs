@@ -17,10 +17,13 @@ use pgveil_policy::shape::{self, Template};
 
 use super::audit_json::{AuditJson, SessionIds};
 use super::cache::context_hash;
+use super::statements::{Prepared, Statements};
 use super::{ActivePolicy, Enforcement};
 use crate::audit::{AuditError, AuditEvent, AuditSlot, EventKind};
 use crate::catalog::Snapshot;
-use crate::hook::{Completion, Preparation, SessionHook, SessionInfo, StatementTag, Verdict};
+use crate::hook::{
+    Completion, Preparation, SessionHook, SessionInfo, StatementChange, StatementTag, Verdict,
+};
 use crate::metrics::{metrics, QueryDecision, RoleMetrics};
 use crate::wire::messages::error::ProxyError;
 
@@ -28,17 +31,6 @@ use crate::wire::messages::error::ProxyError;
 const PROBE_SQL: &str = "SELECT pg_catalog.current_setting('search_path'), \
      CASE WHEN pg_catalog.pg_my_temp_schema() = 0 THEN NULL \
      ELSE pg_catalog.pg_my_temp_schema()::pg_catalog.regnamespace::text END";
-
-/// A statement prepared through the extended protocol.
-struct Prepared {
-    sql: Arc<str>,
-    /// Its decision (None: refused before a decision); the first report is the access
-    /// report of its (single) statement, for audit events of its executions.
-    outcome: Option<Arc<Outcome>>,
-    /// The context hash the decision was taken in, when a Bind in the same context may
-    /// reuse it without deciding again (see [`reusable_at_bind`]).
-    reusable_in: Option<u64>,
-}
 
 /// Whether a Bind may reuse `outcome` while the decision context is unchanged: the
 /// decision is then the same by construction (a pure function of context and text).
@@ -152,6 +144,8 @@ pub struct Enforcer {
     role: Option<Arc<str>>,
     restricted: bool,
     purpose: Option<Arc<str>>,
+    /// The purpose the session started with: what `RESET` returns to.
+    startup_purpose: Option<Arc<str>>,
     search_path: Vec<String>,
     temp_schema: Option<String>,
     /// Context hash of the decision cache key, recomputed when an input changes.
@@ -169,7 +163,12 @@ pub struct Enforcer {
     retried: Option<u64>,
     encoding_ok: bool,
     standard_strings: bool,
-    prepared: HashMap<String, Prepared>,
+    /// Statements prepared through the extended protocol, as the server has them.
+    statements: Statements,
+    /// A decision waits for the server to settle a statement change
+    /// ([`Statements::must_settle`]); `settle` wakes the session when one settles.
+    awaiting_settle: bool,
+    settle: Arc<tokio::sync::Notify>,
     /// SQL-level `PREPARE name AS …`: the text that prepared it and its decision then.
     /// PostgreSQL re-resolves names at EXECUTE, so EXECUTE is decided again.
     sql_prepared: HashMap<String, (String, PolicyVerdict)>,
@@ -284,6 +283,8 @@ impl Enforcer {
     /// A new enforcer for an authenticated session.
     pub fn new(shared: Arc<Enforcement>, info: &SessionInfo) -> Enforcer {
         let active = shared.current();
+        let startup_purpose: Option<Arc<str>> =
+            purpose_from_startup(&info.startup_params).map(Into::into);
         let mut e = Enforcer {
             shared,
             ids: AuditIds {
@@ -302,7 +303,8 @@ impl Enforcer {
             active: active.clone(),
             role: None,
             restricted: true,
-            purpose: purpose_from_startup(&info.startup_params).map(Into::into),
+            purpose: startup_purpose.clone(),
+            startup_purpose,
             search_path: vec!["\"$user\"".to_owned(), "public".to_owned()],
             temp_schema: None,
             context: None,
@@ -313,7 +315,9 @@ impl Enforcer {
             retried: None,
             encoding_ok: true,
             standard_strings: true,
-            prepared: HashMap::default(),
+            statements: Statements::default(),
+            awaiting_settle: false,
+            settle: Arc::default(),
             sql_prepared: HashMap::default(),
             portals: HashMap::default(),
             max_rows: None,
@@ -440,28 +444,67 @@ impl Enforcer {
         Some(template.instantiate_at(sql, &self.constants))
     }
 
-    /// An `EXECUTE name` whose `PREPARE` would be decided differently now (search_path,
-    /// temp tables, catalog or policy changed since): PostgreSQL would re-resolve the
-    /// names, so refuse rather than run a plan the policy never saw.
+    /// An `EXECUTE name` the proxy cannot vouch for: its `PREPARE` would be decided
+    /// differently now (search_path, temp tables, catalog or policy changed since:
+    /// PostgreSQL would re-resolve the names, so refuse rather than run a plan the policy
+    /// never saw); a statement prepared through the extended protocol whose rows the
+    /// proxy masks (they would come back unmasked under the EXECUTE); or a name the
+    /// session never prepared.
     fn stale_sql_execute(&mut self, outcome: &Outcome) -> Option<ProxyError> {
+        let changed = |name: &str| {
+            ProxyError::error(
+                "42501",
+                format!(
+                    "pgveil: the decision for prepared statement \"{name}\" changed since it was prepared (policy, search_path or tables)"
+                ),
+            )
+            .with_hint("DEALLOCATE it and PREPARE it again")
+        };
+        // Names prepared earlier in this same text, in the context it is decided in.
+        let mut here: Vec<&str> = Vec::new();
         for report in outcome.statements.iter() {
-            let Some(name) = execute_target(&report.normalized) else {
-                continue;
-            };
-            let Some((text, then)) = self.sql_prepared.get(&name).cloned() else {
-                continue;
-            };
-            let now = self.decide(&text, false).0.verdict.clone();
-            if now != then {
-                return Some(
-                    ProxyError::error(
-                        "42501",
-                        format!(
-                            "pgveil: the decision for prepared statement \"{name}\" changed since it was prepared (policy, search_path or tables)"
-                        ),
-                    )
-                    .with_hint("DEALLOCATE it and PREPARE it again"),
-                );
+            if let Some(name) = execute_target(&report.normalized) {
+                if here.contains(&name.as_str()) {
+                    continue;
+                }
+                if let Some(p) = self.statements.get(&name) {
+                    let (sql, then) = (p.sql.clone(), p.outcome.clone());
+                    if then.as_deref().is_some_and(|o| self.masks_rows(o)) {
+                        return Some(
+                            ProxyError::error(
+                                "42501",
+                                format!(
+                                    "pgveil: EXECUTE of \"{name}\" is not allowed for this role: it was prepared through the extended protocol and its rows are masked by the proxy"
+                                ),
+                            )
+                            .with_hint("bind and execute it through the extended protocol"),
+                        );
+                    }
+                    let now = self.decide(&sql, false).0;
+                    if !same_verdict(then.as_deref(), Some(&*now)) {
+                        return Some(changed(&name));
+                    }
+                    continue;
+                }
+                let Some((text, then)) = self.sql_prepared.get(&name).cloned() else {
+                    return Some(ProxyError::error(
+                        "26000",
+                        format!("prepared statement \"{name}\" does not exist"),
+                    ));
+                };
+                let now = self.decide(&text, false).0.verdict.clone();
+                if now != then {
+                    return Some(changed(&name));
+                }
+            }
+            for effect in &report.effects {
+                match effect {
+                    SessionEffect::Prepare { name } => here.push(name),
+                    SessionEffect::SetSearchPath(_)
+                    | SessionEffect::ResetSearchPath
+                    | SessionEffect::CatalogChanged => here.clear(),
+                    _ => {}
+                }
             }
         }
         None
@@ -509,7 +552,7 @@ impl Enforcer {
                         self.context = None;
                     }
                     SessionEffect::ResetPurpose => {
-                        self.purpose = None;
+                        self.purpose = self.startup_purpose.clone();
                         self.context = None;
                     }
                     SessionEffect::CatalogChanged => {
@@ -528,6 +571,18 @@ impl Enforcer {
                     SessionEffect::DeclareCursor { .. } => {}
                 }
             }
+        }
+    }
+
+    /// Whether a decision about statement `name` must first wait for the server to
+    /// settle a change of it (then [`SessionHook::prepare`] waits for that). Only for
+    /// restricted roles: for the others the books only feed metrics and audit.
+    fn waits_for_settle(&mut self, name: &str) -> bool {
+        if self.restricted && self.statements.must_settle(name) {
+            self.awaiting_settle = true;
+            true
+        } else {
+            false
         }
     }
 
@@ -731,9 +786,12 @@ impl SessionHook for Enforcer {
         // A statement forwarded unrewritten for masking in the proxy must not be
         // shadowed in our books by a second Parse of its name (which the server refuses,
         // keeping the first): its rows would go out unmasked.
+        if self.waits_for_settle(name) {
+            return Verdict::Retry;
+        }
         if !name.is_empty()
             && self
-                .prepared
+                .statements
                 .get(name)
                 .and_then(|p| p.outcome.as_ref())
                 .is_some_and(|o| self.masks_rows(o))
@@ -744,10 +802,12 @@ impl SessionHook for Enforcer {
             ));
         }
         let (v, decided) = self.verdict(sql, None);
-        if !matches!(v, Verdict::Retry) {
+        // A refused Parse is sent to the server as one that fails: the books keep
+        // what the server keeps.
+        if !matches!(v, Verdict::Retry | Verdict::Refuse(_)) {
             let reusable_in = reusable_in(decided.as_ref());
-            self.prepared.insert(
-                name.to_owned(),
+            self.statements.parsed(
+                name,
                 Prepared {
                     sql: sql.into(),
                     outcome: decided.map(|(o, _)| o),
@@ -763,13 +823,16 @@ impl SessionHook for Enforcer {
         // change, so a decision taken at Parse time under another policy, path or
         // shadowing table is stale: a Bind decides again unless the decision context is
         // the one the decision was taken in.
-        let known = self.prepared.get(statement).map(|p| p.reusable_in);
+        if self.waits_for_settle(statement) {
+            return Verdict::Retry;
+        }
+        let known = self.statements.get(statement).map(|p| p.reusable_in);
         let unchanged = match known {
             Some(Some(then)) => self.protocol_guard().is_none() && self.context_now().0 == then,
             _ => false,
         };
         let stale = self
-            .prepared
+            .statements
             .get(statement)
             .filter(|_| !unchanged)
             .map(|p| (p.sql.clone(), p.outcome.clone()));
@@ -790,14 +853,17 @@ impl SessionHook for Enforcer {
                     .with_hint("prepare the statement again"),
                 );
             }
-            if let Some(p) = self.prepared.get_mut(statement) {
+            if let Some(p) = self.statements.get_mut(statement) {
                 p.reusable_in = reusable_in(decided.as_ref());
                 if new.is_some() {
                     p.outcome = new;
                 }
             }
         }
-        let outcome = self.prepared.get(statement).and_then(|p| p.outcome.clone());
+        let outcome = self
+            .statements
+            .get(statement)
+            .and_then(|p| p.outcome.clone());
         match self.portals.get_mut(portal) {
             Some((s, o)) if s == statement => *o = outcome,
             _ => {
@@ -838,7 +904,7 @@ impl SessionHook for Enforcer {
 
     fn describe_masks(&mut self, kind: u8, name: &str) -> Option<Arc<RowMasks>> {
         let outcome = if kind == b'S' {
-            self.prepared.get(name).and_then(|p| p.outcome.as_ref())
+            self.statements.get(name).and_then(|p| p.outcome.as_ref())
         } else {
             self.portals.get(name).and_then(|(_, o)| o.as_ref())
         }?;
@@ -855,10 +921,21 @@ impl SessionHook for Enforcer {
 
     fn on_close(&mut self, kind: u8, name: &str) {
         if kind == b'S' {
-            self.prepared.remove(name);
+            self.statements.closed(name);
         } else {
             self.portals.remove(name);
         }
+    }
+
+    fn on_statement_change(&mut self, change: StatementChange) {
+        self.statements.settled(change);
+        if std::mem::take(&mut self.awaiting_settle) {
+            self.settle.notify_one();
+        }
+    }
+
+    fn on_sync(&mut self) {
+        self.statements.synced();
     }
 
     fn on_function_call(&mut self) -> Verdict {
@@ -883,6 +960,13 @@ impl SessionHook for Enforcer {
             started,
         } = *pending;
         let seconds = started.elapsed().as_secs_f64();
+        if matches!(how, Completion::Done { .. }) {
+            for effect in &report.effects {
+                if let SessionEffect::Deallocate { name } = effect {
+                    self.statements.deallocated(name.as_deref());
+                }
+            }
+        }
         let (rows, sqlstate) = match &how {
             Completion::Done { rows, tag } => (
                 Some(crate::wire::messages::backend::tag_rows(tag).unwrap_or(*rows)),
@@ -963,7 +1047,8 @@ impl SessionHook for Enforcer {
     fn prepare(&mut self) -> Option<Preparation> {
         let since = self.refresh_since.take();
         let needed = std::mem::take(&mut self.slots_needed);
-        if since.is_none() && needed == 0 {
+        let settle = self.awaiting_settle.then(|| self.settle.clone());
+        if since.is_none() && needed == 0 && settle.is_none() {
             return None;
         }
         let shared = self.shared.clone();
@@ -972,6 +1057,10 @@ impl SessionHook for Enforcer {
         let stash = self.slots.clone();
         let unavailable = self.audit_unavailable.clone();
         Some(Box::pin(async move {
+            if let Some(settle) = settle {
+                // Woken (or already given a permit) when the server answers a change.
+                settle.notified().await;
+            }
             if let Some(since) = since {
                 if let Err(e) = shared.catalog.refresh(&db, since).await {
                     tracing::warn!(%session, database = %db, error = %e, "catalog refresh failed");
