@@ -943,3 +943,40 @@ async fn statement_books_follow_the_server() {
         found.first()
     );
 }
+
+/// A statement the proxy masks stays masked when the client tries to switch
+/// client_encoding away from UTF8 (the proxy's masks count UTF-8 characters): the switch
+/// is refused, and the statement still runs masked.
+#[tokio::test]
+async fn masked_statement_after_an_encoding_switch() {
+    let db = "shop_encoding";
+    let proxy = corpus_proxy(db).await;
+    let forbidden = forbidden();
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    let r = pipeline(
+        &mut sess,
+        &[parse("s1", "SELECT phone FROM customers"), sync()],
+        1,
+    )
+    .await;
+    assert!(sqlstates(&r).is_empty(), "{r:?}");
+    let mut seen = Vec::new();
+    for sql in [
+        "SET client_encoding = 'LATIN1'",
+        "SET NAMES 'LATIN1'",
+        "SELECT pg_catalog.set_config('client_encoding', 'LATIN1', false)",
+    ] {
+        let r = sess.simple(sql).await;
+        assert_eq!(sqlstates(&r), ["42501"], "{sql}: {r:?}");
+    }
+    let r = pipeline(&mut sess, &[bind_execute("s1"), sync()], 1).await;
+    assert_eq!(data_rows(&r), 10, "{r:?}");
+    seen.extend(r);
+    let found = leaks(&seen, &forbidden);
+    assert!(
+        found.is_empty(),
+        "{} leaks, first: {:?}",
+        found.len(),
+        found.first()
+    );
+}

@@ -885,6 +885,16 @@ impl SessionHook for Enforcer {
             return (Verdict::Forward, None);
         };
         let verdict = match &report.outcome.row_masks {
+            // The masks count UTF-8 characters: under another client encoding (which
+            // the policy does not let a restricted role set) refuse rather than guess.
+            Some(_) if self.restricted && !self.encoding_ok => {
+                return (
+                    Verdict::Refuse(self.protocol_guard().unwrap_or_else(|| {
+                        ProxyError::error("42501", "pgveil: client_encoding must be UTF8")
+                    })),
+                    None,
+                );
+            }
             Some(m) if self.masks_rows(&report.outcome) => Verdict::MaskRows(m.clone()),
             _ => Verdict::Forward,
         };
