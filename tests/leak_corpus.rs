@@ -242,6 +242,9 @@ fn cases() -> Vec<Case> {
             .setup(&["BEGIN", "SAVEPOINT a", "SET search_path = evil, public", "ROLLBACK TO SAVEPOINT a", "SELECT 1", "COMMIT"]),
         c("prepared under another search_path", T, "EXECUTE pp", RowsOrErr(1, "42501"))
             .setup(&["SET search_path = evil, public", "PREPARE pp AS SELECT phone FROM customers", "SET search_path = public"]),
+        c("prepared twice under another search_path", T, "EXECUTE pr", RowsOrErr(1, "42501"))
+            .setup(&["SET search_path = evil, public", "PREPARE pr AS SELECT phone FROM customers",
+                     "PREPARE pr AS SELECT 'x'::text AS phone", "SET search_path = public"]),
         c("prepared before shadowing temp table dropped", T, "EXECUTE pq", RowsOrErr(1, "42501"))
             .setup(&["CREATE TEMP TABLE customers (id int, phone text)", "INSERT INTO customers VALUES (1, 'x')", "PREPARE pq AS SELECT phone FROM customers", "DROP TABLE pg_temp.customers"]),
         c("search_path pg_catalog", S, "SELECT phone FROM public.customers", Rows(10)).setup(&["SET search_path = pg_catalog"]),
