@@ -983,3 +983,34 @@ async fn masked_statement_after_an_encoding_switch() {
         found.first()
     );
 }
+
+/// Pipelines across Syncs (unnamed statements parsed again in every batch, a fresh name
+/// bound behind the Sync that follows its Parse) run through, each batch masked.
+#[tokio::test]
+async fn pipelined_batches_through_the_statement_books() {
+    let db = "shop_pipelined";
+    let proxy = corpus_proxy(db).await;
+    let forbidden = forbidden();
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    let masked = "SELECT phone FROM customers";
+    let mut msgs = Vec::new();
+    for _ in 0..20 {
+        msgs.extend([parse("", masked), bind_execute(""), sync()]);
+    }
+    msgs.extend([
+        parse("fresh", masked),
+        sync(),
+        bind_execute("fresh"),
+        sync(),
+    ]);
+    let r = pipeline(&mut sess, &msgs, 22).await;
+    assert!(sqlstates(&r).is_empty(), "{r:?}");
+    assert_eq!(data_rows(&r), 21 * 10);
+    let found = leaks(&r, &forbidden);
+    assert!(
+        found.is_empty(),
+        "{} leaks, first: {:?}",
+        found.len(),
+        found.first()
+    );
+}

@@ -574,9 +574,10 @@ impl Enforcer {
         }
     }
 
-    /// Whether a decision about statement `name` must first wait for the server to
-    /// settle a change of it (then [`SessionHook::prepare`] waits for that). Only for
-    /// restricted roles: for the others the books only feed metrics and audit.
+    /// Whether a Bind of statement `name` must first wait for the server to settle a
+    /// change of it (then [`SessionHook::prepare`] waits for that). Only for restricted
+    /// roles: for the others the books only feed metrics and audit. (A Parse need not
+    /// wait: if the books wrongly show its name free, the server refuses it itself.)
     fn waits_for_settle(&mut self, name: &str) -> bool {
         if self.restricted && self.statements.must_settle(name) {
             self.awaiting_settle = true;
@@ -786,9 +787,6 @@ impl SessionHook for Enforcer {
         // A statement forwarded unrewritten for masking in the proxy must not be
         // shadowed in our books by a second Parse of its name (which the server refuses,
         // keeping the first): its rows would go out unmasked.
-        if self.waits_for_settle(name) {
-            return Verdict::Retry;
-        }
         if !name.is_empty()
             && self
                 .statements

@@ -116,13 +116,20 @@ impl Statements {
         }
     }
 
-    /// Whether a decision about `name` must wait for the server to settle a change of
-    /// it: one forwarded before a Sync that has since been forwarded too (so what
-    /// follows runs even if the change failed, and runs on the server's statement).
+    /// Whether a Bind of `name` must wait for the server to settle a change of it. Only
+    /// when the latest change of the name lies before a Sync that has been forwarded
+    /// since (else, if it fails, the server skips the Bind too), and a failure could
+    /// leave the server a statement the books do not show: the change replaced one, or
+    /// an earlier change of the name is in flight as well. A Parse of a fresh name
+    /// pipelined behind a Sync does not wait: if it failed, the Bind fails as well.
     pub(super) fn must_settle(&self, name: &str) -> bool {
-        self.unsettled
-            .iter()
-            .any(|u| u.syncs < self.syncs && u.name == name)
+        let mut changes = self.unsettled.iter().rev().filter(|u| u.name == name);
+        match changes.next() {
+            Some(last) if last.syncs < self.syncs => {
+                last.before.is_some() || changes.next().is_some()
+            }
+            _ => false,
+        }
     }
 
     /// The server holds `statement` under `name` now: the next unsettled change of that
@@ -195,12 +202,29 @@ mod tests {
         assert!(b.must_settle("s"));
         assert!(!b.must_settle("t"));
         b.parsed("s", statement("B"));
+        assert!(!b.must_settle("s"), "a Bind in the Parse's own batch");
+        b.synced();
+        assert!(b.must_settle("s"), "the Close before it is in flight");
         assert_eq!(sql(&b, "s"), Some("B"));
         b.settled(Skipped);
         assert_eq!(sql(&b, "s"), Some("B"), "the Parse is still in flight");
         b.settled(Failed);
         assert_eq!(sql(&b, "s"), Some("A"), "the server kept A");
         assert!(!b.must_settle("s"));
+    }
+
+    #[test]
+    fn a_fresh_name_behind_a_sync_does_not_wait() {
+        let mut b = Statements::default();
+        b.parsed("n", statement("N"));
+        b.synced();
+        assert!(!b.must_settle("n"));
+        b.parsed("", statement("U1"));
+        b.synced();
+        b.parsed("", statement("U2"));
+        assert!(!b.must_settle(""), "pipelined unnamed statements");
+        b.synced();
+        assert!(b.must_settle(""), "U2 replaced U1, both in flight");
     }
 
     #[test]
