@@ -1014,3 +1014,49 @@ async fn pipelined_batches_through_the_statement_books() {
         found.first()
     );
 }
+
+/// A table changed behind the proxy's back (DDL straight on PostgreSQL, so the catalog
+/// the proxy masks `*` by is stale): a column dropped and another added keeps the width
+/// but moves the phone to a position the proxy would not mask. The row description no
+/// longer matches; the session is closed with 0A000 and nothing raw goes out.
+#[tokio::test]
+async fn masked_star_after_a_table_changed_behind_the_proxy() {
+    let db = "shop_stale_star";
+    shop::shop_db(db);
+    let pg = postgres();
+    pg.psql_admin(
+        db,
+        "CREATE TABLE contacts (id bigint, note text, phone text);
+         INSERT INTO contacts VALUES (1, 'n', '13912345678');
+         GRANT SELECT ON contacts TO scratch;",
+    );
+    let policy = shop::test_policy()
+        .replacen(
+            "\"public.customers.phone\"",
+            "\"public.contacts.phone\" = \"phone\"\n\"public.customers.phone\"",
+            1,
+        )
+        .replace(
+            "tables = [\"public.customers\", \"public.orders\", \"pg_temp.*\", \"evil.*\"]",
+            "tables = [\"public.customers\", \"public.orders\", \"public.contacts\", \"pg_temp.*\", \"evil.*\"]",
+        );
+    let proxy = start_proxy(ProxyOptions {
+        policy: Some(policy),
+        ..Default::default()
+    })
+    .await;
+    let raw_phone = "13912345678".to_string();
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    let mut seen = sess.simple("SELECT * FROM contacts").await;
+    assert_eq!(data_rows(&seen), 1, "{seen:?}");
+    assert!(sqlstates(&seen).is_empty(), "{seen:?}");
+    pg.psql_admin(
+        db,
+        "ALTER TABLE contacts DROP COLUMN note, ADD COLUMN extra text;",
+    );
+    let r = sess.simple("SELECT * FROM contacts").await;
+    assert_eq!(sqlstates(&r), ["0A000"], "{r:?}");
+    seen.extend(r);
+    let found = leaks(&seen, std::slice::from_ref(&raw_phone));
+    assert!(found.is_empty(), "{found:?}");
+}

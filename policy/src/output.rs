@@ -38,6 +38,11 @@ pub struct RowMasks {
     pub width: usize,
     /// Masked columns, by increasing output position.
     pub columns: Vec<ColumnMask>,
+    /// The output columns a `*` expanded, by increasing position, with the name the
+    /// server must describe there. The catalog they were expanded from may be older
+    /// than the table (a column dropped and another added keeps the width but shifts
+    /// positions), so the proxy checks them against the RowDescription.
+    pub expanded: Vec<(usize, String)>,
 }
 
 /// One masked output column.
@@ -93,6 +98,15 @@ impl ValueMask {
     /// Does the column keep its type (else the row description says `text`)?
     pub fn keeps_type(&self) -> bool {
         matches!(self, ValueMask::Null)
+    }
+
+    /// Does the mask read the value as text (so the column must be `text` or `varchar`,
+    /// whose text and binary forms are the same bytes)? `redact` and `null` do not.
+    pub fn reads_text(&self) -> bool {
+        matches!(
+            self,
+            ValueMask::Partial { .. } | ValueMask::Email | ValueMask::Hash
+        )
     }
 
     /// Masks one non-NULL value, appending the result to `out`; false means the result
@@ -284,6 +298,7 @@ pub(crate) fn plan(sql: &str, stmt: &Statement, target: &Target) -> Option<RowMa
         rel_name: &rel_name,
         credited: HashSet::new(),
         masks: Vec::new(),
+        expanded: Vec::new(),
         width: 0,
         aliases: Vec::new(),
     };
@@ -313,6 +328,7 @@ pub(crate) fn plan(sql: &str, stmt: &Statement, target: &Target) -> Option<RowMa
     Some(RowMasks {
         width: p.width,
         columns: p.masks,
+        expanded: p.expanded,
     })
 }
 
@@ -387,6 +403,8 @@ struct Planner<'t> {
     /// Token positions of the mentions accounted for (output columns, the FROM item).
     credited: HashSet<(u64, u64)>,
     masks: Vec<ColumnMask>,
+    /// See [`RowMasks::expanded`].
+    expanded: Vec<(usize, String)>,
     width: usize,
     /// Output column aliases, folded.
     aliases: Vec<String>,
@@ -498,6 +516,7 @@ impl<'t> Planner<'t> {
     fn all_columns(&mut self) -> Option<()> {
         let target: &'t Target = self.target;
         for c in &target.cols {
+            self.expanded.push((self.width, c.name.clone()));
             self.output(c)?;
         }
         Some(())

@@ -124,6 +124,10 @@ pub trait SessionHook: Send {
     /// (called once for each, in the order they were forwarded).
     fn on_statement_change(&mut self, _change: StatementChange) {}
 
+    /// A masked result did not match the catalog its masks were planned from (the
+    /// session is closing): time to read the catalog again.
+    fn on_stale_catalog(&mut self) {}
+
     /// A Sync was forwarded: the server answers everything before it, and a message
     /// after it runs even if one before it failed.
     fn on_sync(&mut self) {}

@@ -475,6 +475,16 @@ async fn relay(
             let _ = upstream_wr.write_all(&TERMINATE).await;
             Err(SessionError::ClientProtocol(err.message))
         }
+        Err(SessionError::UpstreamProtocol(Malformed(m))) if m == row_mask::STALE_COLUMNS => {
+            lock(&shared).hook.on_stale_catalog();
+            let err = ProxyError::fatal(
+                "0A000",
+                "pgveil: the columns of a masked result do not match pgveil's catalog (the table changed since it was read); reconnect",
+            );
+            send_fatal(&mut client_wr, &err).await;
+            let _ = upstream_wr.write_all(&TERMINATE).await;
+            Err(SessionError::UpstreamProtocol(Malformed(m)))
+        }
         Err(e) => {
             if matches!(
                 e,

@@ -946,6 +946,21 @@ impl SessionHook for Enforcer {
         self.statements.synced();
     }
 
+    fn on_stale_catalog(&mut self) {
+        tracing::warn!(
+            session = %self.ids.session,
+            database = %self.ids.database,
+            "a masked result did not match the catalog: closing the session, reloading the catalog"
+        );
+        let shared = self.shared.clone();
+        let db = self.ids.database.clone();
+        tokio::spawn(async move {
+            if let Err(e) = shared.catalog.refresh(&db, Instant::now()).await {
+                tracing::warn!(database = %db, error = %e, "catalog refresh failed");
+            }
+        });
+    }
+
     fn on_function_call(&mut self) -> Verdict {
         if self.restricted {
             Verdict::Refuse(ProxyError::error(

@@ -13,6 +13,13 @@ use crate::wire::messages::encode;
 
 /// `text`'s type OID.
 const TEXT_OID: i32 = 25;
+/// `varchar`'s type OID.
+const VARCHAR_OID: i32 = 1043;
+
+/// Why a RowDescription cannot be masked as planned: the table changed since the
+/// catalog was read. The session is closed rather than guess.
+pub const STALE_COLUMNS: &str =
+    "RowDescription of a masked statement that does not match the catalog";
 
 /// Appends the masked DataRow (a whole message) for `body` to `out`. A row whose
 /// column count is not the statement's is an error: the masks would miss their columns.
@@ -83,7 +90,9 @@ pub fn data_row(
 /// columns described as the rewrite would describe them.
 ///
 /// The message keeps its length (only fixed-size fields change), so it is copied once
-/// and the masked fields are patched in place.
+/// and the masked fields are patched in place. The description must match the catalog
+/// the masks were planned from: the names of the columns a `*` expanded, and a text or
+/// varchar type under a mask that reads text ([`STALE_COLUMNS`] otherwise).
 pub fn row_description(body: &[u8], masks: &RowMasks, out: &mut Vec<u8>) -> Result<(), Malformed> {
     let mut c = Cursor::new(body, "RowDescription");
     let n = c.i16()?;
@@ -98,13 +107,23 @@ pub fn row_description(body: &[u8], masks: &RowMasks, out: &mut Vec<u8>) -> Resu
     let fields = start + 5;
     let patched = (|| {
         let mut next = masks.columns.iter().peekable();
+        let mut expanded = masks.expanded.iter().peekable();
         for i in 0..masks.width {
-            c.cstr()?;
+            let name = c.cstr()?;
+            if let Some((_, want)) = expanded.next_if(|(at, _)| *at == i) {
+                if name != want.as_bytes() {
+                    return Err(Malformed(STALE_COLUMNS));
+                }
+            }
             // table OID (4), attnum (2), type OID (4), type length (2), typmod (4), format (2)
             let at = fields + (body.len() - c.remaining().len());
             c.take(18)?;
             if let Some(m) = next.next_if(|m| m.index == i) {
                 let f = &mut out[at..at + 18];
+                let type_oid = i32::from_be_bytes([f[6], f[7], f[8], f[9]]);
+                if m.mask.reads_text() && type_oid != TEXT_OID && type_oid != VARCHAR_OID {
+                    return Err(Malformed(STALE_COLUMNS));
+                }
                 f[..6].fill(0);
                 if !m.mask.keeps_type() {
                     f[6..10].copy_from_slice(&TEXT_OID.to_be_bytes());
@@ -147,6 +166,7 @@ mod tests {
                     mask: ValueMask::Null,
                 },
             ],
+            expanded: Vec::new(),
         }
     }
 
@@ -191,19 +211,52 @@ mod tests {
         assert!(data_row(&cut, &masks(), &MaskKey::new(b"k"), &mut Vec::new()).is_err());
     }
 
-    #[test]
-    fn description_hides_source_and_type_of_masked_columns() {
-        let mut body = 3i16.to_be_bytes().to_vec();
-        for name in ["id", "phone", "id_card"] {
+    /// A RowDescription body of `(name, type OID)` fields.
+    fn description(fields: &[(&str, i32)]) -> Vec<u8> {
+        let mut body = (fields.len() as i16).to_be_bytes().to_vec();
+        for (name, oid) in fields {
             body.extend_from_slice(name.as_bytes());
             body.push(0);
             body.extend_from_slice(&16384i32.to_be_bytes());
             body.extend_from_slice(&2i16.to_be_bytes());
-            body.extend_from_slice(&1043i32.to_be_bytes());
+            body.extend_from_slice(&oid.to_be_bytes());
             body.extend_from_slice(&(-1i16).to_be_bytes());
             body.extend_from_slice(&24i32.to_be_bytes());
             body.extend_from_slice(&0i16.to_be_bytes());
         }
+        body
+    }
+
+    #[test]
+    fn a_description_that_does_not_match_the_catalog_is_refused() {
+        let mut m = masks();
+        m.expanded = vec![(0, "id".into()), (1, "phone".into()), (2, "id_card".into())];
+        let ok = description(&[("id", 20), ("phone", 1043), ("id_card", 25)]);
+        let mut out = Vec::new();
+        row_description(&ok, &m, &mut out).expect("matches");
+        // A column dropped and another added: same width, shifted names.
+        let shifted = description(&[("id", 20), ("id_card", 1043), ("note", 25)]);
+        let mut out = Vec::new();
+        assert_eq!(
+            row_description(&shifted, &m, &mut out),
+            Err(Malformed(STALE_COLUMNS))
+        );
+        assert!(out.is_empty());
+        // The partial-masked column is no longer text (its binary form is not UTF-8).
+        let retyped = description(&[("id", 20), ("phone", 20), ("id_card", 25)]);
+        assert_eq!(
+            row_description(&retyped, &m, &mut Vec::new()),
+            Err(Malformed(STALE_COLUMNS))
+        );
+        // `null` keeps any type; names are only checked where `*` expanded.
+        let m = masks();
+        let other = description(&[("a", 20), ("phone", 25), ("b", 1184)]);
+        row_description(&other, &m, &mut Vec::new()).expect("explicit columns");
+    }
+
+    #[test]
+    fn description_hides_source_and_type_of_masked_columns() {
+        let body = description(&[("id", 1043), ("phone", 1043), ("id_card", 1043)]);
         let mut out = Vec::new();
         row_description(&body, &masks(), &mut out).expect("well formed");
         let mut c = Cursor::new(&out[5..], "test");
