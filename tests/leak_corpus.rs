@@ -367,6 +367,17 @@ impl Session {
     }
 }
 
+/// Fails the test with the first of the raw values found in `msgs`.
+fn assert_no_leaks(msgs: &[Msg], forbidden: &[String]) {
+    let found = leaks(msgs, forbidden);
+    assert!(
+        found.is_empty(),
+        "{} leaks, first: {:?}",
+        found.len(),
+        found.first()
+    );
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -730,13 +741,7 @@ async fn named_statement_after_search_path_change() {
     m.extend(raw::message(b'S', &[]));
     sess.s.write_all(&m).await.expect("execute");
     seen.extend(raw::read_until_ready(&mut sess.s).await);
-    let found = leaks(&seen, &forbidden);
-    assert!(
-        found.is_empty(),
-        "{} leaks, first: {:?}",
-        found.len(),
-        found.first()
-    );
+    assert_no_leaks(&seen, &forbidden);
 }
 
 /// Statements masked by the proxy in the result stream (sent to PostgreSQL unrewritten)
@@ -793,13 +798,7 @@ async fn proxy_masked_statements_keep_their_masks() {
         "{replies:?}"
     );
     seen.extend(replies);
-    let found = leaks(&seen, &forbidden);
-    assert!(
-        found.is_empty(),
-        "{} leaks, first: {:?}",
-        found.len(),
-        found.first()
-    );
+    assert_no_leaks(&seen, &forbidden);
 }
 
 /// Send `msgs` in one write and read the replies up to the `n`-th ReadyForQuery.
@@ -938,13 +937,7 @@ async fn statement_books_follow_the_server() {
     assert_eq!(data_rows(&r), 10, "{r:?}");
     seen.extend(r);
 
-    let found = leaks(&seen, &forbidden);
-    assert!(
-        found.is_empty(),
-        "{} leaks, first: {:?}",
-        found.len(),
-        found.first()
-    );
+    assert_no_leaks(&seen, &forbidden);
 }
 
 /// A statement the proxy masks stays masked when the client tries to switch
@@ -975,13 +968,7 @@ async fn masked_statement_after_an_encoding_switch() {
     let r = pipeline(&mut sess, &[bind_execute("s1"), sync()], 1).await;
     assert_eq!(data_rows(&r), 10, "{r:?}");
     seen.extend(r);
-    let found = leaks(&seen, &forbidden);
-    assert!(
-        found.is_empty(),
-        "{} leaks, first: {:?}",
-        found.len(),
-        found.first()
-    );
+    assert_no_leaks(&seen, &forbidden);
 }
 
 /// Pipelines across Syncs (unnamed statements parsed again in every batch, a fresh name
@@ -1006,13 +993,7 @@ async fn pipelined_batches_through_the_statement_books() {
     let r = pipeline(&mut sess, &msgs, 22).await;
     assert!(sqlstates(&r).is_empty(), "{r:?}");
     assert_eq!(data_rows(&r), 21 * 10);
-    let found = leaks(&r, &forbidden);
-    assert!(
-        found.is_empty(),
-        "{} leaks, first: {:?}",
-        found.len(),
-        found.first()
-    );
+    assert_no_leaks(&r, &forbidden);
 }
 
 /// A table changed behind the proxy's back (DDL straight on PostgreSQL, so the catalog
@@ -1057,6 +1038,5 @@ async fn masked_star_after_a_table_changed_behind_the_proxy() {
     let r = sess.simple("SELECT * FROM contacts").await;
     assert_eq!(sqlstates(&r), ["0A000"], "{r:?}");
     seen.extend(r);
-    let found = leaks(&seen, std::slice::from_ref(&raw_phone));
-    assert!(found.is_empty(), "{found:?}");
+    assert_no_leaks(&seen, std::slice::from_ref(&raw_phone));
 }
