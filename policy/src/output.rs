@@ -73,14 +73,14 @@ impl ValueMask {
     /// text and binary forms are both its UTF-8 bytes).
     fn of(mask: &Mask, type_name: &str) -> Option<ValueMask> {
         let textual = type_name == "text" || type_name.starts_with("character varying");
-        Some(match mask {
+        let v = match mask {
             Mask::Null => ValueMask::Null,
             Mask::Redact { with } => ValueMask::Redact(with.clone()),
             Mask::Partial {
                 keep_first,
                 keep_last,
                 fill,
-            } if textual => ValueMask::Partial {
+            } => ValueMask::Partial {
                 keep_first: *keep_first as usize,
                 keep_last: *keep_last as usize,
                 fill: if fill.is_empty() {
@@ -89,10 +89,11 @@ impl ValueMask {
                     fill.clone()
                 },
             },
-            Mask::Email if textual => ValueMask::Email,
-            Mask::Hash if textual => ValueMask::Hash,
+            Mask::Email => ValueMask::Email,
+            Mask::Hash => ValueMask::Hash,
             _ => return None,
-        })
+        };
+        (textual || !v.reads_text()).then_some(v)
     }
 
     /// Does the column keep its type (else the row description says `text`)?

@@ -186,6 +186,21 @@ pub struct Enforcer {
     constants: Vec<std::ops::Range<usize>>,
 }
 
+/// A restricted role's statement under a client_encoding other than UTF8.
+fn encoding_refusal() -> ProxyError {
+    ProxyError::error(
+        "42501",
+        "pgveil: client_encoding must be UTF8 for this role",
+    )
+}
+
+/// Reads the catalog of `db` again (changes since `since`), logging a failure.
+async fn refresh_catalog(shared: &Enforcement, session: &str, db: &str, since: Instant) {
+    if let Err(e) = shared.catalog.refresh(db, since).await {
+        tracing::warn!(%session, database = %db, error = %e, "catalog refresh failed");
+    }
+}
+
 /// How many statement shapes a session remembers.
 const SESSION_SHAPES: usize = 4;
 
@@ -598,10 +613,7 @@ impl Enforcer {
             return None;
         }
         if !self.encoding_ok {
-            return Some(ProxyError::error(
-                "42501",
-                "pgveil: client_encoding must be UTF8 for this role",
-            ));
+            return Some(encoding_refusal());
         }
         if !self.standard_strings {
             return Some(ProxyError::error(
@@ -886,12 +898,7 @@ impl SessionHook for Enforcer {
             // The masks count UTF-8 characters: under another client encoding (which
             // the policy does not let a restricted role set) refuse rather than guess.
             Some(_) if self.restricted && !self.encoding_ok => {
-                return (
-                    Verdict::Refuse(self.protocol_guard().unwrap_or_else(|| {
-                        ProxyError::error("42501", "pgveil: client_encoding must be UTF8")
-                    })),
-                    None,
-                );
+                return (Verdict::Refuse(encoding_refusal()), None);
             }
             Some(m) if self.masks_rows(&report.outcome) => Verdict::MaskRows(m.clone()),
             _ => Verdict::Forward,
@@ -953,12 +960,9 @@ impl SessionHook for Enforcer {
             "a masked result did not match the catalog: closing the session, reloading the catalog"
         );
         let shared = self.shared.clone();
+        let session = self.ids.session.clone();
         let db = self.ids.database.clone();
-        tokio::spawn(async move {
-            if let Err(e) = shared.catalog.refresh(&db, Instant::now()).await {
-                tracing::warn!(database = %db, error = %e, "catalog refresh failed");
-            }
-        });
+        tokio::spawn(async move { refresh_catalog(&shared, &session, &db, Instant::now()).await });
     }
 
     fn on_function_call(&mut self) -> Verdict {
@@ -1085,9 +1089,7 @@ impl SessionHook for Enforcer {
                 settle.notified().await;
             }
             if let Some(since) = since {
-                if let Err(e) = shared.catalog.refresh(&db, since).await {
-                    tracing::warn!(%session, database = %db, error = %e, "catalog refresh failed");
-                }
+                refresh_catalog(&shared, &session, &db, since).await;
             }
             for _ in 0..needed {
                 match shared.auditor.admit().await {
