@@ -104,17 +104,21 @@ pub struct ColumnTag {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamePattern {
     pub text: String,
+    /// Whether `text` has a `*` (else the pattern is the name itself); found once here
+    /// rather than on every match.
+    glob: bool,
 }
 
 impl NamePattern {
     pub fn new(text: impl Into<String>) -> Self {
-        NamePattern { text: text.into() }
+        let text = text.into();
+        let glob = text.contains('*');
+        NamePattern { text, glob }
     }
 
     /// Glob match with `*` as the only wildcard; case-sensitive like the catalog.
     pub fn matches(&self, name: &str) -> bool {
-        // Without a `*` the glob is the name itself.
-        if !self.text.contains('*') {
+        if !self.glob {
             return self.text == name;
         }
         glob_match(self.text.as_bytes(), name.as_bytes())

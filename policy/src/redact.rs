@@ -38,15 +38,20 @@ pub fn redact(sql: &str) -> Redacted {
 pub fn fingerprint(normalized: &str) -> String {
     // Byte-wise folding is the same as folding chars: `"` and ASCII letters never occur
     // inside a multi-byte UTF-8 sequence, and non-ASCII bytes are left as they are.
-    let mut folded = Vec::with_capacity(normalized.len());
+    // Folded through a block on the stack, so no copy of the text is allocated.
+    let mut hasher = Sha256::new();
+    let mut block = [0u8; 128];
     let mut in_quote = false;
-    for &b in normalized.as_bytes() {
-        if b == b'"' {
-            in_quote = !in_quote;
+    for chunk in normalized.as_bytes().chunks(block.len()) {
+        for (out, &b) in block.iter_mut().zip(chunk) {
+            if b == b'"' {
+                in_quote = !in_quote;
+            }
+            *out = if in_quote { b } else { b.to_ascii_lowercase() };
         }
-        folded.push(if in_quote { b } else { b.to_ascii_lowercase() });
+        hasher.update(&block[..chunk.len()]);
     }
-    let digest = Sha256::digest(&folded);
+    let digest = hasher.finalize();
     hex::encode(&digest[..8])
 }
 
