@@ -1040,3 +1040,55 @@ async fn masked_star_after_a_table_changed_behind_the_proxy() {
     seen.extend(r);
     assert_no_leaks(&seen, std::slice::from_ref(&raw_phone));
 }
+
+/// The same change behind the proxy, through the extended protocol with no Describe: no
+/// row description arrives to check a `*` expansion against, so pgveil must not mask it
+/// by position (the phone would come out raw in the column it expected `note` in); a
+/// `*` over protected columns is rewritten instead, and the server refuses the stale
+/// column list.
+#[tokio::test]
+async fn masked_star_without_describe_after_a_table_changed_behind_the_proxy() {
+    let db = "shop_stale_star_ext";
+    shop::shop_db(db);
+    let pg = postgres();
+    pg.psql_admin(
+        db,
+        "CREATE TABLE contacts (id bigint, note text, phone text);
+         INSERT INTO contacts VALUES (1, 'n', '13912345678');
+         GRANT SELECT ON contacts TO scratch;",
+    );
+    let policy = shop::test_policy()
+        .replacen(
+            "\"public.customers.phone\"",
+            "\"public.contacts.phone\" = \"phone\"\n\"public.customers.phone\"",
+            1,
+        )
+        .replace(
+            "tables = [\"public.customers\", \"public.orders\", \"pg_temp.*\", \"evil.*\"]",
+            "tables = [\"public.customers\", \"public.orders\", \"public.contacts\", \"pg_temp.*\", \"evil.*\"]",
+        );
+    let proxy = start_proxy(ProxyOptions {
+        policy: Some(policy),
+        ..Default::default()
+    })
+    .await;
+    let raw_phone = "13912345678".to_string();
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    let batch = [
+        parse("", "SELECT * FROM contacts"),
+        bind_execute(""),
+        sync(),
+    ];
+    let mut seen = pipeline(&mut sess, &batch, 1).await;
+    assert_eq!(data_rows(&seen), 1, "{seen:?}");
+    assert!(sqlstates(&seen).is_empty(), "{seen:?}");
+    pg.psql_admin(
+        db,
+        "ALTER TABLE contacts DROP COLUMN note, ADD COLUMN extra text;",
+    );
+    let r = pipeline(&mut sess, &batch, 1).await;
+    assert_eq!(data_rows(&r), 0, "{r:?}");
+    assert_eq!(sqlstates(&r).len(), 1, "{r:?}");
+    seen.extend(r);
+    assert_no_leaks(&seen, std::slice::from_ref(&raw_phone));
+}

@@ -484,7 +484,7 @@ impl Enforcer {
                 }
                 if let Some(p) = self.statements.get(&name) {
                     let (sql, then) = (p.sql.clone(), p.outcome.clone());
-                    if then.as_deref().is_some_and(|o| self.masks_rows(o)) {
+                    if then.as_deref().is_some_and(|o| self.masks_rows_extended(o)) {
                         return Some(
                             ProxyError::error(
                                 "42501",
@@ -608,6 +608,18 @@ impl Enforcer {
         outcome.row_masks.is_some() && self.restricted && self.encoding_ok
     }
 
+    /// [`Self::masks_rows`] for a statement of the extended protocol. Its rows may come
+    /// without any RowDescription (no Describe), so a `*` expansion, whose positions hold
+    /// only while pgveil's catalog matches the table, cannot be checked there: such a
+    /// statement runs as the rewrite, whose column list the server checks by name.
+    fn masks_rows_extended(&self, outcome: &Outcome) -> bool {
+        self.masks_rows(outcome)
+            && outcome
+                .row_masks
+                .as_ref()
+                .is_some_and(|m| m.expanded.is_empty())
+    }
+
     fn protocol_guard(&self) -> Option<ProxyError> {
         if !self.restricted {
             return None;
@@ -704,7 +716,8 @@ impl Enforcer {
             return (Verdict::Refuse(e), None);
         }
         let started = Instant::now();
-        let (outcome, context) = self.decide(sql, tags.is_some());
+        let simple = tags.is_some();
+        let (outcome, context) = self.decide(sql, simple);
         if self.should_refresh_for(sql, &outcome) {
             return (Verdict::Retry, None);
         }
@@ -766,7 +779,10 @@ impl Enforcer {
         let v = match &outcome.verdict {
             PolicyVerdict::Allow => Verdict::Forward,
             PolicyVerdict::Rewrite(text) => match &outcome.row_masks {
-                Some(m) if self.masks_rows(&outcome) => Verdict::MaskRows(m.clone()),
+                Some(m) if simple && self.masks_rows(&outcome) => Verdict::MaskRows(m.clone()),
+                Some(m) if !simple && self.masks_rows_extended(&outcome) => {
+                    Verdict::MaskRows(m.clone())
+                }
                 _ => Verdict::Rewrite(text.clone()),
             },
             PolicyVerdict::Deny(d) => {
@@ -804,7 +820,7 @@ impl SessionHook for Enforcer {
                 .statements
                 .get(name)
                 .and_then(|p| p.outcome.as_ref())
-                .is_some_and(|o| self.masks_rows(o))
+                .is_some_and(|o| self.masks_rows_extended(o))
         {
             return Verdict::Refuse(ProxyError::error(
                 "42P05",
@@ -900,7 +916,7 @@ impl SessionHook for Enforcer {
             Some(_) if self.restricted && !self.encoding_ok => {
                 return (Verdict::Refuse(encoding_refusal()), None);
             }
-            Some(m) if self.masks_rows(&report.outcome) => Verdict::MaskRows(m.clone()),
+            Some(m) if self.masks_rows_extended(&report.outcome) => Verdict::MaskRows(m.clone()),
             _ => Verdict::Forward,
         };
         let slot = match self.admit(1) {
@@ -923,7 +939,7 @@ impl SessionHook for Enforcer {
         } else {
             self.portals.get(name).and_then(|(_, o)| o.as_ref())
         }?;
-        if self.masks_rows(outcome) {
+        if self.masks_rows_extended(outcome) {
             outcome.row_masks.clone()
         } else {
             None
