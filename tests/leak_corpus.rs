@@ -1038,6 +1038,20 @@ async fn masked_star_after_a_table_changed_behind_the_proxy() {
     let r = sess.simple("SELECT * FROM contacts").await;
     assert_eq!(sqlstates(&r), ["0A000"], "{r:?}");
     seen.extend(r);
+    // The catalog was read again: a new session gets the masked rows of the new table.
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    let r = sess.simple("SELECT * FROM contacts").await;
+    assert_eq!((data_rows(&r), sqlstates(&r)), (1, vec![]), "{r:?}");
+    seen.extend(r);
+    // Another column count is the same staleness (and the same refresh).
+    pg.psql_admin(db, "ALTER TABLE contacts ADD COLUMN more text;");
+    let r = sess.simple("SELECT * FROM contacts").await;
+    assert_eq!(sqlstates(&r), ["0A000"], "{r:?}");
+    seen.extend(r);
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    let r = sess.simple("SELECT * FROM contacts").await;
+    assert_eq!((data_rows(&r), sqlstates(&r)), (1, vec![]), "{r:?}");
+    seen.extend(r);
     assert_no_leaks(&seen, std::slice::from_ref(&raw_phone));
 }
 

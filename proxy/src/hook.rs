@@ -125,8 +125,12 @@ pub trait SessionHook: Send {
     fn on_statement_change(&mut self, _change: StatementChange) {}
 
     /// A masked result did not match the catalog its masks were planned from (the
-    /// session is closing): time to read the catalog again.
-    fn on_stale_catalog(&mut self) {}
+    /// session is closing): the catalog is read again. The session awaits the returned
+    /// work before it tells the client, so that a client reconnecting at once finds the
+    /// new catalog.
+    fn on_stale_catalog(&mut self) -> Option<Preparation> {
+        None
+    }
 
     /// A Sync was forwarded: the server answers everything before it, and a message
     /// after it runs even if one before it failed.

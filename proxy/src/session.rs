@@ -42,6 +42,10 @@ use crate::wire::row_mask;
 /// as it would for a real error; its error is then replaced by the proxy's.
 const POISON_SQL: &str = "pgveil_refused_statement";
 
+/// How long a session closed for a stale catalog waits for the catalog to be read
+/// again before it tells the client.
+const STALE_REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Initial size of each direction's read buffer; it grows for large messages.
 pub const READ_BUFFER: usize = 16 * 1024;
 
@@ -58,6 +62,9 @@ pub enum SessionError {
     UpstreamClosed,
     #[error("upstream protocol violation: {0}")]
     UpstreamProtocol(Malformed),
+    /// A masked result did not match the catalog its masks were planned from.
+    #[error("{0}")]
+    StaleCatalog(row_mask::MaskError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -475,15 +482,19 @@ async fn relay(
             let _ = upstream_wr.write_all(&TERMINATE).await;
             Err(SessionError::ClientProtocol(err.message))
         }
-        Err(SessionError::UpstreamProtocol(Malformed(m))) if m == row_mask::STALE_COLUMNS => {
-            lock(&shared).hook.on_stale_catalog();
+        Err(e @ SessionError::StaleCatalog(_)) => {
+            let refresh = lock(&shared).hook.on_stale_catalog();
+            if let Some(refresh) = refresh {
+                // Bounded: a catalog that cannot be read must not hold the session open.
+                let _ = tokio::time::timeout(STALE_REFRESH_WAIT, refresh).await;
+            }
             let err = ProxyError::fatal(
                 "0A000",
                 "pgveil: the columns of a masked result do not match pgveil's catalog (the table changed since it was read); reconnect",
             );
             send_fatal(&mut client_wr, &err).await;
             let _ = upstream_wr.write_all(&TERMINATE).await;
-            Err(SessionError::UpstreamProtocol(Malformed(m)))
+            Err(e)
         }
         Err(e) => {
             if matches!(
@@ -938,8 +949,7 @@ async fn upstream_to_client(
                             None => {
                                 replacement.clear();
                                 let replace =
-                                    on_backend_message(sh, max_rows, tag, msg, &mut replacement)
-                                        .map_err(SessionError::UpstreamProtocol)?;
+                                    on_backend_message(sh, max_rows, tag, msg, &mut replacement)?;
                                 if replace {
                                     splice.replace(&buf, pos, pos + total, &replacement);
                                 }
@@ -998,7 +1008,7 @@ fn on_backend_message(
     tag: u8,
     msg: &[u8],
     replacement: &mut Vec<u8>,
-) -> Result<bool, Malformed> {
+) -> Result<bool, SessionError> {
     let body = frame::body(msg);
     Ok(match tag {
         b'D' => {
@@ -1010,11 +1020,14 @@ fn on_backend_message(
             match sh.state.masks() {
                 None => false,
                 Some(masks) => {
-                    let key = sh
-                        .hook
-                        .mask_key()
-                        .ok_or(Malformed("rows to mask without a key"))?;
-                    row_mask::data_row(body, masks, key, replacement)?;
+                    let key =
+                        sh.hook
+                            .mask_key()
+                            .ok_or(SessionError::UpstreamProtocol(Malformed(
+                                "rows to mask without a key",
+                            )))?;
+                    row_mask::data_row(body, masks, key, replacement)
+                        .map_err(SessionError::UpstreamProtocol)?;
                     true
                 }
             }
@@ -1026,7 +1039,10 @@ fn on_backend_message(
         b'T' => {
             let masked = match sh.state.masks() {
                 Some(masks) => {
-                    row_mask::row_description(body, masks, replacement)?;
+                    row_mask::row_description(body, masks, replacement).map_err(|e| match e {
+                        row_mask::MaskError::Malformed(m) => SessionError::UpstreamProtocol(m),
+                        stale => SessionError::StaleCatalog(stale),
+                    })?;
                     true
                 }
                 None => false,

@@ -969,7 +969,7 @@ impl SessionHook for Enforcer {
         self.statements.synced();
     }
 
-    fn on_stale_catalog(&mut self) {
+    fn on_stale_catalog(&mut self) -> Option<Preparation> {
         tracing::warn!(
             session = %self.ids.session,
             database = %self.ids.database,
@@ -978,7 +978,10 @@ impl SessionHook for Enforcer {
         let shared = self.shared.clone();
         let session = self.ids.session.clone();
         let db = self.ids.database.clone();
-        tokio::spawn(async move { refresh_catalog(&shared, &session, &db, Instant::now()).await });
+        let since = Instant::now();
+        Some(Box::pin(async move {
+            refresh_catalog(&shared, &session, &db, since).await
+        }))
     }
 
     fn on_function_call(&mut self) -> Verdict {

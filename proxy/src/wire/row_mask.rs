@@ -16,10 +16,16 @@ const TEXT_OID: i32 = 25;
 /// `varchar`'s type OID.
 const VARCHAR_OID: i32 = 1043;
 
-/// Why a RowDescription cannot be masked as planned: the table changed since the
-/// catalog was read. The session is closed rather than guess.
-pub const STALE_COLUMNS: &str =
-    "RowDescription of a masked statement that does not match the catalog";
+/// Why a masked result cannot be masked as planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaskError {
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+    /// The RowDescription does not match the catalog the masks were planned from (the
+    /// table changed since it was read): the session is closed rather than guess.
+    #[error("the columns of a masked result do not match pgveil's catalog")]
+    StaleColumns,
+}
 
 /// Appends the masked DataRow (a whole message) for `body` to `out`. A row whose
 /// column count is not the statement's is an error: the masks would miss their columns.
@@ -92,14 +98,13 @@ pub fn data_row(
 /// The message keeps its length (only fixed-size fields change), so it is copied once
 /// and the masked fields are patched in place. The description must match the catalog
 /// the masks were planned from: the names of the columns a `*` expanded, and a text or
-/// varchar type under a mask that reads text ([`STALE_COLUMNS`] otherwise).
-pub fn row_description(body: &[u8], masks: &RowMasks, out: &mut Vec<u8>) -> Result<(), Malformed> {
+/// varchar type under a mask that reads text ([`MaskError::StaleColumns`] otherwise, also for another column count).
+pub fn row_description(body: &[u8], masks: &RowMasks, out: &mut Vec<u8>) -> Result<(), MaskError> {
     let mut c = Cursor::new(body, "RowDescription");
     let n = c.i16()?;
     if usize::try_from(n).ok() != Some(masks.width) {
-        return Err(Malformed(
-            "RowDescription with an unexpected number of columns",
-        ));
+        // A column added or dropped behind the proxy.
+        return Err(MaskError::StaleColumns);
     }
     let start = out.len();
     out.reserve(body.len() + 5);
@@ -112,7 +117,7 @@ pub fn row_description(body: &[u8], masks: &RowMasks, out: &mut Vec<u8>) -> Resu
             let name = c.cstr()?;
             if let Some((_, want)) = expanded.next_if(|(at, _)| *at == i) {
                 if name != want.as_bytes() {
-                    return Err(Malformed(STALE_COLUMNS));
+                    return Err(MaskError::StaleColumns);
                 }
             }
             // table OID (4), attnum (2), type OID (4), type length (2), typmod (4), format (2)
@@ -122,7 +127,7 @@ pub fn row_description(body: &[u8], masks: &RowMasks, out: &mut Vec<u8>) -> Resu
                 let f = &mut out[at..at + 18];
                 let type_oid = i32::from_be_bytes([f[6], f[7], f[8], f[9]]);
                 if m.mask.reads_text() && type_oid != TEXT_OID && type_oid != VARCHAR_OID {
-                    return Err(Malformed(STALE_COLUMNS));
+                    return Err(MaskError::StaleColumns);
                 }
                 f[..6].fill(0);
                 if !m.mask.keeps_type() {
@@ -135,7 +140,7 @@ pub fn row_description(body: &[u8], masks: &RowMasks, out: &mut Vec<u8>) -> Resu
         if c.is_empty() {
             Ok(())
         } else {
-            Err(Malformed("RowDescription with trailing bytes"))
+            Err(Malformed("RowDescription with trailing bytes").into())
         }
     })();
     if patched.is_err() {
@@ -239,14 +244,14 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(
             row_description(&shifted, &m, &mut out),
-            Err(Malformed(STALE_COLUMNS))
+            Err(MaskError::StaleColumns)
         );
         assert!(out.is_empty());
         // The partial-masked column is no longer text (its binary form is not UTF-8).
         let retyped = description(&[("id", 20), ("phone", 20), ("id_card", 25)]);
         assert_eq!(
             row_description(&retyped, &m, &mut Vec::new()),
-            Err(Malformed(STALE_COLUMNS))
+            Err(MaskError::StaleColumns)
         );
         // `null` keeps any type; names are only checked where `*` expanded.
         let m = masks();
