@@ -1001,31 +1001,45 @@ async fn pipelined_batches_through_the_statement_books() {
 async fn contacts_behind_the_proxy(
     db: &str,
 ) -> (&'static harness::Postgres, harness::ProxyHandle, String) {
-    shop::shop_db(db);
-    let pg = postgres();
-    pg.psql_admin(
+    let (pg, proxy) = table_behind_the_proxy(
         db,
         "CREATE TABLE contacts (id bigint, note text, phone text);
          INSERT INTO contacts VALUES (1, 'n', '13912345678');
          GRANT SELECT ON contacts TO scratch;",
-    );
+        "public.contacts",
+        "\"public.contacts.phone\" = \"phone\"",
+    )
+    .await;
+    (pg, proxy, "13912345678".to_string())
+}
+
+/// Database `db` set up by `setup`, behind a proxy whose test policy also grants
+/// `table` and carries the `[columns]` line `tag`.
+async fn table_behind_the_proxy(
+    db: &str,
+    setup: &str,
+    table: &str,
+    tag: &str,
+) -> (&'static harness::Postgres, harness::ProxyHandle) {
+    shop::shop_db(db);
+    let pg = postgres();
+    pg.psql_admin(db, setup);
     let policy = shop::test_policy()
         .replacen(
             "\"public.customers.phone\"",
-            "\"public.contacts.phone\" = \"phone\"\n\"public.customers.phone\"",
+            &format!("{tag}\n\"public.customers.phone\""),
             1,
         )
         .replace(
             "tables = [\"public.customers\", \"public.orders\", \"pg_temp.*\", \"evil.*\"]",
-            "tables = [\"public.customers\", \"public.orders\", \"public.contacts\", \"pg_temp.*\", \"evil.*\"]",
+            &format!("tables = [\"public.customers\", \"public.orders\", \"{table}\", \"pg_temp.*\", \"evil.*\"]"),
         );
     let proxy = start_proxy(ProxyOptions {
         policy: Some(policy),
         ..Default::default()
     })
     .await;
-    let raw_phone = "13912345678".to_string();
-    (pg, proxy, raw_phone)
+    (pg, proxy)
 }
 
 /// A table changed behind the proxy's back (DDL straight on PostgreSQL, so the catalog
@@ -1089,4 +1103,48 @@ async fn masked_star_without_describe_after_a_table_changed_behind_the_proxy() {
     assert_eq!(sqlstates(&r).len(), 1, "{r:?}");
     seen.extend(r);
     assert_no_leaks(&seen, std::slice::from_ref(&raw_phone));
+}
+
+/// A column added behind the proxy's back to a table that had nothing protected, named
+/// so that one of the policy's globs tags it: the catalog does not know it, so the
+/// statement reads the catalog again before it is decided, and the new column is masked.
+#[tokio::test]
+async fn column_added_behind_the_proxy_is_masked() {
+    let db = "shop_new_column";
+    let (pg, proxy) = table_behind_the_proxy(
+        db,
+        "CREATE TABLE leads (id bigint, note text);
+         INSERT INTO leads VALUES (1, 'n');
+         GRANT SELECT ON leads TO scratch;",
+        "public.leads",
+        "\"public.leads.mobile*\" = \"phone\"",
+    )
+    .await;
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    let mut seen = sess.simple("SELECT id, note FROM leads").await;
+    assert_eq!(
+        (data_rows(&seen), sqlstates(&seen)),
+        (1, vec![]),
+        "{seen:?}"
+    );
+    pg.psql_admin(
+        db,
+        "ALTER TABLE leads ADD COLUMN mobile_work text;
+         UPDATE leads SET mobile_work = '13700001111';",
+    );
+    // The proxy reads a catalog again for an unknown name only when its snapshot is a
+    // few seconds old.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for sql in [
+        "SELECT mobile_work FROM leads",
+        "SELECT l.id, l.mobile_work FROM leads l",
+    ] {
+        let r = sess.simple(sql).await;
+        assert_eq!((data_rows(&r), sqlstates(&r)), (1, vec![]), "{sql}: {r:?}");
+        seen.extend(r);
+        let r = sess.extended(sql, &[]).await;
+        assert_eq!(data_rows(&r), 1, "{sql}: {r:?}");
+        seen.extend(r);
+    }
+    assert_no_leaks(&seen, &["13700001111".to_string()]);
 }

@@ -202,6 +202,8 @@ pub(crate) struct Analysis {
     /// The relation, when exactly one reference was replaced by a derived table (the
     /// candidate for masking the output in the proxy, see [`crate::output`]).
     pub target: Option<crate::output::Target>,
+    /// See [`crate::decide::StatementReport::unknown_columns`].
+    pub unknown_columns: bool,
 }
 
 /// Inputs shared by every statement of one `decide` call.
@@ -259,6 +261,28 @@ pub(crate) struct Walker<'a> {
     all_columns: bool,
     /// Scratch buffer for `schema.table.column` report keys.
     key: String,
+    /// Walking the select list of the innermost SELECT (where a bare name that no FROM
+    /// item has cannot be an output alias).
+    in_projection: bool,
+}
+
+/// SQL value keywords that may reach the walker as bare names (`SELECT current_user`).
+fn is_value_keyword(name: &str) -> bool {
+    matches!(
+        name,
+        "current_user"
+            | "session_user"
+            | "user"
+            | "current_role"
+            | "current_catalog"
+            | "current_schema"
+            | "current_date"
+            | "current_time"
+            | "current_timestamp"
+            | "localtime"
+            | "localtimestamp"
+            | "system_user"
+    )
 }
 
 /// What a relation name resolved to.
@@ -283,6 +307,7 @@ impl<'a> Walker<'a> {
             derived: Vec::new(),
             all_columns: false,
             key: String::new(),
+            in_projection: false,
         }
     }
 
@@ -972,6 +997,7 @@ impl<'a> Walker<'a> {
     }
 
     fn walk_select(&mut self, sel: &ast::Select, query: Option<&Query>) {
+        let outer_projection = std::mem::replace(&mut self.in_projection, false);
         self.scopes.push(Scope::default());
         for twj in &sel.from {
             self.walk_table_with_joins(twj);
@@ -1003,7 +1029,9 @@ impl<'a> Walker<'a> {
             }
         }
         for item in &sel.projection {
+            self.in_projection = true;
             self.select_item(item);
+            self.in_projection = false;
         }
         if let Some(d) = &sel.distinct {
             self.exprs(d);
@@ -1034,6 +1062,7 @@ impl<'a> Walker<'a> {
             self.tail(q);
         }
         self.scopes.pop();
+        self.in_projection = outer_projection;
     }
 
     fn select_item(&mut self, item: &SelectItem) {
@@ -1888,6 +1917,16 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// Whether every FROM item in scope is a relation whose columns the catalog lists
+    /// (no function, VALUES or system catalog that could own an unknown name).
+    fn only_catalog_items(&self) -> bool {
+        self.scopes.iter().all(|s| {
+            s.items
+                .iter()
+                .all(|it| it.rel.as_ref().is_some_and(|r| !r.system))
+        })
+    }
+
     fn column_ref(&mut self, quals: &[&Ident], col: &Ident) {
         let name = fold(col);
         if quals.is_empty() {
@@ -1916,14 +1955,21 @@ impl<'a> Walker<'a> {
                 // Not a column anywhere: a whole-row reference to a FROM item?
                 if let Some(it) = self.find_item(&name) {
                     self.whole_row(&it);
+                } else if self.in_projection
+                    && !is_value_keyword(&name)
+                    && self.only_catalog_items()
+                {
+                    self.out.unknown_columns = true;
                 }
             }
             return;
         }
         let alias = fold(quals[quals.len() - 1]);
         if let Some(it) = self.find_item(&alias) {
-            if it.rel.as_ref().is_some_and(|r| r.col(&name).is_some()) {
-                self.read_column(&it, &name);
+            match it.rel.as_ref() {
+                Some(r) if r.col(&name).is_some() => self.read_column(&it, &name),
+                Some(r) if !r.system => self.out.unknown_columns = true,
+                _ => {}
             }
             self.drop_schema_qualifier(&it, quals);
         }

@@ -188,6 +188,10 @@ pub struct StatementReport {
     pub effects: Vec<SessionEffect>,
     /// Allowed without analysis (unrestricted role, unparsable text).
     pub unparsed: bool,
+    /// Reads a column name that the catalog does not have on its relation: either the
+    /// server will refuse it, or the table changed since the catalog was read (a new
+    /// column the policy's globs may tag), so the proxy reads the catalog again first.
+    pub unknown_columns: bool,
 }
 
 fn denial(reason: DenyReason, sqlstate: &'static str, message: String) -> Denial {
@@ -214,6 +218,7 @@ fn unparsed_report(sql: &str, decision: Decision) -> StatementReport {
         fingerprint: r.fingerprint,
         effects: Vec::new(),
         unparsed: true,
+        unknown_columns: false,
     }
 }
 
@@ -499,6 +504,7 @@ fn report(
         functions: a.functions.into_iter().collect(),
         normalized: r.normalized,
         fingerprint: r.fingerprint,
+        unknown_columns: a.unknown_columns,
         effects: a.effects,
         unparsed: false,
     }

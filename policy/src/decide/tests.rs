@@ -1208,3 +1208,31 @@ fn row_masks_only_for_bare_output_columns() {
         .row_masks
         .is_none());
 }
+
+#[test]
+fn names_the_catalog_lacks_are_reported() {
+    let unknown = |sql: &str| {
+        let o = sup(sql);
+        assert!(
+            !matches!(o.verdict, Verdict::Deny(_)),
+            "{sql}: {:?}",
+            o.verdict
+        );
+        o.statements.iter().any(|r| r.unknown_columns)
+    };
+    // A column added to the table after the catalog was read.
+    assert!(unknown("SELECT o.ship_phone2 FROM orders o"));
+    assert!(unknown("SELECT ship_phone2 FROM orders"));
+    assert!(unknown(
+        "SELECT id FROM orders WHERE orders.ship_phone2 IS NULL"
+    ));
+    assert!(unknown("SELECT (SELECT ship_phone2 FROM orders LIMIT 1)"));
+    // Names that are not columns of a catalog relation.
+    assert!(!unknown("SELECT amount AS a FROM orders ORDER BY a"));
+    assert!(!unknown("SELECT current_user, id FROM orders"));
+    assert!(!unknown("SELECT x FROM orders, generate_series(1, 2) x"));
+    assert!(!unknown("SELECT typname FROM pg_type"));
+    assert!(!unknown("SELECT n FROM (SELECT id AS n FROM orders) s"));
+    assert!(!unknown("SELECT o FROM orders o"));
+    assert!(!unknown("SELECT id, amount FROM orders"));
+}

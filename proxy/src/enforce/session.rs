@@ -3,7 +3,7 @@
 
 use foldhash::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pgveil_policy::catalog::{Catalog, StaticCatalog};
 use pgveil_policy::decide::{
@@ -200,6 +200,10 @@ async fn refresh_catalog(shared: &Enforcement, session: &str, db: &str, since: I
         tracing::warn!(%session, database = %db, error = %e, "catalog refresh failed");
     }
 }
+
+/// A statement naming a column the catalog lacks reads the catalog again when the
+/// snapshot is at least this old.
+const UNKNOWN_COLUMN_REFRESH: Duration = Duration::from_secs(2);
 
 /// How many statement shapes a session remembers.
 const SESSION_SHAPES: usize = 4;
@@ -527,10 +531,25 @@ impl Enforcer {
 
     /// A relation was unknown: worth one catalog reload before refusing?
     fn should_refresh_for(&mut self, sql: &str, outcome: &Outcome) -> bool {
-        let PolicyVerdict::Deny(d) = &outcome.verdict else {
+        if !self.shared.catalog.is_configured() {
             return false;
+        }
+        let wanted = match &outcome.verdict {
+            PolicyVerdict::Deny(d) => d.reason == DenyReason::UnresolvedRelation,
+            // A name the catalog lacks may be a column added behind the proxy that the
+            // policy's globs tag: read the catalog again unless it is fresh (so texts
+            // that merely name something else reload it at most every few seconds).
+            _ => {
+                self.restricted
+                    && outcome.statements.iter().any(|r| r.unknown_columns)
+                    && self
+                        .shared
+                        .catalog
+                        .get(&self.ids.database)
+                        .is_none_or(|s| s.loaded_at.elapsed() >= UNKNOWN_COLUMN_REFRESH)
+            }
         };
-        if d.reason != DenyReason::UnresolvedRelation || !self.shared.catalog.is_configured() {
+        if !wanted {
             return false;
         }
         let h = {
