@@ -92,6 +92,19 @@ pub trait SessionHook: Send {
         Verdict::Forward
     }
 
+    /// The SQL text of the next Query or Parse is not valid UTF-8: the client_encoding is
+    /// not UTF8 (PostgreSQL reads the bytes in that encoding), or the server will reject
+    /// the bytes itself. Return an error to refuse the statement without analysing it, or
+    /// None: the hook is then asked about the text with invalid sequences replaced by
+    /// U+FFFD, and the session forwards the original bytes on [`Verdict::Forward`] and
+    /// refuses a [`Verdict::Rewrite`] or [`Verdict::MaskRows`] (they would be based on a
+    /// text the server does not run).
+    ///
+    /// Statement and portal names that are not UTF-8 reach the hook as [`name_key`]s.
+    fn on_undecodable_text(&mut self) -> Option<ProxyError> {
+        None
+    }
+
     /// An extended-protocol Parse of statement `name`.
     fn on_parse(&mut self, _name: &str, _sql: &str) -> Verdict {
         Verdict::Forward
@@ -177,6 +190,23 @@ pub trait SessionHook: Send {
     fn on_probe_result(&mut self, _row: Option<Vec<Option<String>>>) {}
 }
 
+/// A statement or portal name as the hook sees it: the name itself when it is UTF-8,
+/// else `\0` followed by the bytes in hex. No name the client sends contains a NUL, so
+/// distinct names keep distinct keys.
+pub fn name_key(raw: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(raw) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => {
+            let mut key = String::with_capacity(1 + 2 * raw.len());
+            key.push('\0');
+            for b in raw {
+                key.push_str(&format!("{b:02x}"));
+            }
+            std::borrow::Cow::Owned(key)
+        }
+    }
+}
+
 /// The future [`HookFactory::open`] returns.
 pub type OpenFuture<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Box<dyn SessionHook>, ProxyError>> + Send + 'a>,
@@ -198,5 +228,18 @@ impl SessionHook for PassThrough {}
 impl HookFactory for PassThrough {
     fn open<'a>(&'a self, _info: &'a SessionInfo) -> OpenFuture<'a> {
         Box::pin(async { Ok(Box::new(PassThrough) as Box<dyn SessionHook>) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_key;
+
+    #[test]
+    fn name_keys_are_distinct() {
+        assert_eq!(name_key(b"s1"), "s1");
+        assert_eq!(name_key(b"\xe9"), "\0e9");
+        assert_ne!(name_key(b"\xe9"), name_key(b"\xea"));
+        assert_ne!(name_key(b"\xe9"), name_key("é".as_bytes()));
     }
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::audit::{AuditEvent, EventKind};
 use crate::auth::Login;
-use crate::hook::{SessionHook, SessionInfo, StatementTag, Verdict};
+use crate::hook::{name_key, SessionHook, SessionInfo, StatementTag, Verdict};
 use crate::metrics::{metrics, Direction};
 use crate::protocol_state::{Action, Expect, ProbeStep, ProtocolState, Settled};
 use crate::server::ProxyContext;
@@ -745,9 +745,12 @@ fn on_client_message(
         |m: Malformed| ProxyError::fatal("08P01", format!("invalid frontend message: {m}"));
     match tag {
         b'Q' => {
-            let sql = frontend::query(body).map_err(malformed)?;
+            let raw = frontend::query(body).map_err(malformed)?;
             let mut tags: Vec<StatementTag> = Vec::new();
-            let verdict = sh.hook.on_query(sql, &mut tags);
+            let verdict = match sql_text(sh.hook.as_mut(), raw) {
+                Ok((sql, lossy)) => on_lossy(sh.hook.on_query(&sql, &mut tags), lossy),
+                Err(e) => Verdict::Refuse(e),
+            };
             let tags = tags.into_iter().collect();
             match verdict {
                 Verdict::Retry => Ok(Handled::Retry),
@@ -793,7 +796,11 @@ fn on_client_message(
         }
         b'P' => {
             let parse = frontend::Parse::decode(body).map_err(malformed)?;
-            match sh.hook.on_parse(parse.name, parse.query) {
+            let verdict = match sql_text(sh.hook.as_mut(), parse.query) {
+                Ok((sql, lossy)) => on_lossy(sh.hook.on_parse(&name_key(parse.name), &sql), lossy),
+                Err(e) => Verdict::Refuse(e),
+            };
+            match verdict {
                 Verdict::Retry => Ok(Handled::Retry),
                 Verdict::Forward | Verdict::MaskRows(_) => {
                     sh.state.push(Expect::Parse);
@@ -813,12 +820,12 @@ fn on_client_message(
         }
         b'B' => {
             let (portal, statement) = frontend::bind_names(body).map_err(malformed)?;
-            match sh.hook.on_bind(portal, statement) {
+            match sh.hook.on_bind(&name_key(portal), &name_key(statement)) {
                 Verdict::Retry => Ok(Handled::Retry),
                 Verdict::Refuse(err) => {
                     // Bind to a statement that cannot exist: the server fails it.
                     crate::wire::messages::encode(replacement, b'B', |b| {
-                        crate::wire::messages::put_cstr(b, portal.as_bytes());
+                        crate::wire::messages::put_cstr(b, portal);
                         crate::wire::messages::put_cstr(b, POISON_SQL.as_bytes());
                         b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
                     });
@@ -833,7 +840,7 @@ fn on_client_message(
         }
         b'E' => {
             let (portal, _max) = frontend::execute(body).map_err(malformed)?;
-            let (verdict, tag) = sh.hook.on_execute(portal);
+            let (verdict, tag) = sh.hook.on_execute(&name_key(portal));
             match verdict {
                 Verdict::Retry => Ok(Handled::Retry),
                 Verdict::Refuse(err) => {
@@ -864,7 +871,7 @@ fn on_client_message(
         }
         b'D' => {
             let (kind, name) = frontend::target(body).map_err(malformed)?;
-            let masks = sh.hook.describe_masks(kind, name);
+            let masks = sh.hook.describe_masks(kind, &name_key(name));
             sh.state.push(if kind == b'S' {
                 Expect::DescribeStatement { masks }
             } else {
@@ -874,7 +881,7 @@ fn on_client_message(
         }
         b'C' => {
             let (kind, name) = frontend::target(body).map_err(malformed)?;
-            sh.hook.on_close(kind, name);
+            sh.hook.on_close(kind, &name_key(name));
             sh.state.push(Expect::Close {
                 statement: kind == b'S',
             });
@@ -905,6 +912,34 @@ fn on_client_message(
         // Flush, CopyData, CopyDone, CopyFail, Terminate and anything unknown pass as is;
         // the server judges unknown types itself.
         _ => Ok(Handled::Forward),
+    }
+}
+
+/// A client's SQL text as the hook reads it, and whether it was not UTF-8 (then with
+/// invalid sequences replaced); Err when the hook refuses a text it cannot read.
+fn sql_text<'a>(
+    hook: &mut dyn SessionHook,
+    raw: &'a [u8],
+) -> Result<(std::borrow::Cow<'a, str>, bool), ProxyError> {
+    match std::str::from_utf8(raw) {
+        Ok(sql) => Ok((std::borrow::Cow::Borrowed(sql), false)),
+        Err(_) => match hook.on_undecodable_text() {
+            Some(e) => Err(e),
+            None => Ok((String::from_utf8_lossy(raw), true)),
+        },
+    }
+}
+
+/// The verdict on a text the hook read with replaced sequences (`lossy`): forwarding
+/// sends the client's bytes, but a rewrite or proxy-side masks would be planned from a
+/// text the server does not run, so they are refused.
+fn on_lossy(verdict: Verdict, lossy: bool) -> Verdict {
+    match verdict {
+        Verdict::Rewrite(_) | Verdict::MaskRows(_) if lossy => Verdict::Refuse(ProxyError::error(
+            "42501",
+            "pgveil: the statement text is not valid UTF-8, so it cannot be rewritten",
+        )),
+        v => v,
     }
 }
 

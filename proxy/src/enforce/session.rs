@@ -830,6 +830,21 @@ impl SessionHook for Enforcer {
         self.verdict(sql, Some(tags)).0
     }
 
+    fn on_undecodable_text(&mut self) -> Option<ProxyError> {
+        // What the server runs is not what the proxy could analyse: fail closed for a
+        // restricted role (under a UTF8 client_encoding the server rejects these bytes
+        // anyway; under another one the encoding refusal applies).
+        if !self.restricted {
+            return None;
+        }
+        Some(self.protocol_guard().unwrap_or_else(|| {
+            ProxyError::error(
+                "42501",
+                "pgveil: statement text must be valid UTF-8 for this role",
+            )
+        }))
+    }
+
     fn on_parse(&mut self, name: &str, sql: &str) -> Verdict {
         // A statement forwarded unrewritten for masking in the proxy must not be
         // shadowed in our books by a second Parse of its name (which the server refuses,
