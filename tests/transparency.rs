@@ -300,3 +300,52 @@ async fn pgbench_runs_through_the_proxy() {
     .expect("pgbench task");
     assert!(out.contains("number of failed transactions: 0"), "{out}");
 }
+
+/// Statement texts and names under a client_encoding other than UTF8 (LATIN1 here: the
+/// byte 0xE9 is "é") reach the server as the client sent them, in both protocols, and
+/// the answers are the server's own, byte for byte as directly (psycopg2's test suite
+/// closed the session on this).
+#[tokio::test]
+async fn texts_in_another_client_encoding_pass_as_sent() {
+    use harness::raw;
+    use tokio::io::AsyncWriteExt;
+
+    async fn exchange(port: u16) -> Vec<(u8, Vec<u8>)> {
+        let (mut s, _, _) = raw::login(port, users::TRUST, DB).await;
+        let mut seen = raw::simple(&mut s, "SET client_encoding TO latin1").await;
+        // A literal and an unknown column in LATIN1.
+        for sql in [&b"SELECT '\xe9t\xe9' AS e"[..], b"SELECT \xe9"] {
+            let mut q = sql.to_vec();
+            q.push(0);
+            s.write_all(&raw::message(b'Q', &q)).await.expect("query");
+            seen.extend(raw::read_until_ready(&mut s).await);
+        }
+        // A named statement and portal whose names and text are LATIN1.
+        let parse = b"s\xe9\0SELECT '\xe9' || $1\0\0\0".to_vec();
+        let bind = b"p\xe9\0s\xe9\0\0\0\0\x01\0\0\0\x01x\0\0".to_vec();
+        let mut msgs = raw::message(b'P', &parse);
+        msgs.extend(raw::message(b'B', &bind));
+        msgs.extend(raw::message(b'D', b"Pp\xe9\0"));
+        msgs.extend(raw::message(b'E', b"p\xe9\0\0\0\0\0"));
+        msgs.extend(raw::message(b'C', b"Ss\xe9\0"));
+        msgs.extend(raw::message(b'S', b""));
+        s.write_all(&msgs).await.expect("pipeline");
+        seen.extend(raw::read_until_ready(&mut s).await);
+        // The session is still usable.
+        seen.extend(raw::simple(&mut s, "SELECT 1").await);
+        seen.into_iter()
+            .filter(|m| m.tag != b'S' && m.tag != b'K')
+            .map(|m| (m.tag, m.body))
+            .collect()
+    }
+
+    let proxy = start_proxy(ProxyOptions::default()).await;
+    let via = exchange(proxy.port()).await;
+    let direct = exchange(postgres().port).await;
+    assert!(
+        via.iter()
+            .any(|(t, b)| *t == b'D' && b.windows(3).any(|w| w == b"\xe9t\xe9")),
+        "{via:?}"
+    );
+    assert_eq!(via, direct);
+}
