@@ -1148,3 +1148,154 @@ async fn column_added_behind_the_proxy_is_masked() {
     }
     assert_no_leaks(&seen, &["13700001111".to_string()]);
 }
+
+fn bind_portal(portal: &str, statement: &str) -> Vec<u8> {
+    let mut b = portal.as_bytes().to_vec();
+    b.push(0);
+    b.extend_from_slice(statement.as_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+    raw::message(b'B', &b)
+}
+
+fn execute_portal(portal: &str) -> Vec<u8> {
+    let mut b = portal.as_bytes().to_vec();
+    b.extend_from_slice(&[0, 0, 0, 0, 0]);
+    raw::message(b'E', &b)
+}
+
+fn close_portal(portal: &str) -> Vec<u8> {
+    let mut b = vec![b'P'];
+    b.extend_from_slice(portal.as_bytes());
+    b.push(0);
+    raw::message(b'C', &b)
+}
+
+/// A portal bound to a statement whose rows the proxy masks is reached no other way: not
+/// by a SQL FETCH (portals and cursors share one name space), simple or extended, and not
+/// by an Execute after its Close or re-Bind was skipped behind an error and a ROLLBACK TO
+/// SAVEPOINT revived the transaction (the books follow the server's answers), also when
+/// everything is pipelined in one write. Rebinding the unnamed portal in a transaction
+/// keeps working.
+#[tokio::test]
+async fn masked_portals_reached_no_other_way() {
+    let db = "shop_masked_portals";
+    let proxy = corpus_proxy(db).await;
+    let forbidden = forbidden();
+    let masked = "SELECT id, phone FROM customers";
+    let decoy = "SELECT 1::bigint AS id, 'x'::text AS phone";
+    let fail = "SELECT 1/0";
+    let mut seen = Vec::new();
+
+    // SQL FETCH of a protocol portal, by a simple Query and by the extended protocol.
+    for fetch_ext in [false, true] {
+        let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+        seen.extend(sess.simple("BEGIN").await);
+        let r = pipeline(
+            &mut sess,
+            &[parse("s1", masked), bind_portal("px", "s1"), sync()],
+            1,
+        )
+        .await;
+        assert!(sqlstates(&r).is_empty(), "{r:?}");
+        let r = if fetch_ext {
+            sess.extended("FETCH ALL FROM px", &[]).await
+        } else {
+            sess.simple("FETCH ALL FROM px").await
+        };
+        assert_eq!(sqlstates(&r), ["42501"], "{r:?}");
+        seen.extend(r);
+        seen.extend(sess.simple("ROLLBACK").await);
+    }
+
+    // Close (and re-Bind) skipped after an error, revived by ROLLBACK TO SAVEPOINT.
+    for (rebind, pipelined) in [(false, false), (true, false), (true, true)] {
+        let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+        let mut batches = vec![
+            [
+                parse("s1", masked),
+                parse("s2", decoy),
+                bind_portal("pa", "s1"),
+                sync(),
+            ]
+            .concat(),
+            raw::message(b'Q', b"SAVEPOINT a\0"),
+        ];
+        let mut second = vec![parse("", fail), bind_execute(""), close_portal("pa")];
+        if rebind {
+            second.push(bind_portal("pa", "s2"));
+        }
+        second.push(sync());
+        batches.push(second.concat());
+        batches.push(raw::message(b'Q', b"ROLLBACK TO SAVEPOINT a\0"));
+        batches.push([execute_portal("pa"), sync()].concat());
+        seen.extend(sess.simple("BEGIN").await);
+        let r = if pipelined {
+            pipeline(&mut sess, &batches, batches.len()).await
+        } else {
+            let mut r = Vec::new();
+            for b in &batches {
+                r.extend(pipeline(&mut sess, std::slice::from_ref(b), 1).await);
+            }
+            r
+        };
+        assert!(sqlstates(&r).contains(&"42501".to_string()), "{r:?}");
+        assert_eq!(data_rows(&r), 0, "{r:?}");
+        seen.extend(r);
+        seen.extend(sess.simple("ROLLBACK").await);
+    }
+
+    // The unnamed portal, rebound behind an error with its statement kept by the server.
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    seen.extend(sess.simple("BEGIN").await);
+    let r = pipeline(
+        &mut sess,
+        &[
+            parse("s1", masked),
+            parse("s2", decoy),
+            parse("sp", "SAVEPOINT a"),
+            parse("rb", "ROLLBACK TO SAVEPOINT a"),
+            parse("z", fail),
+            bind_portal("", "s1"),
+            sync(),
+            bind_portal("x1", "sp"),
+            execute_portal("x1"),
+            sync(),
+            bind_portal("x2", "z"),
+            execute_portal("x2"),
+            bind_portal("", "s2"),
+            sync(),
+            bind_portal("x3", "rb"),
+            execute_portal("x3"),
+            sync(),
+            execute_portal(""),
+            sync(),
+        ],
+        5,
+    )
+    .await;
+    assert_eq!(data_rows(&r), 0, "{r:?}");
+    seen.extend(r);
+    seen.extend(sess.simple("ROLLBACK").await);
+
+    // Ordinary use: the unnamed portal rebound in a transaction, masked then plain.
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    seen.extend(sess.simple("BEGIN").await);
+    let r = pipeline(
+        &mut sess,
+        &[
+            parse("", masked),
+            bind_execute(""),
+            sync(),
+            parse("", decoy),
+            bind_execute(""),
+            sync(),
+        ],
+        2,
+    )
+    .await;
+    assert!(sqlstates(&r).is_empty(), "{r:?}");
+    assert_eq!(data_rows(&r), 11, "{r:?}");
+    seen.extend(r);
+    seen.extend(sess.simple("COMMIT").await);
+    assert_no_leaks(&seen, &forbidden);
+}

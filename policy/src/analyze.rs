@@ -560,8 +560,18 @@ impl<'a> Walker<'a> {
             | Statement::LISTEN { .. }
             | Statement::UNLISTEN { .. }
             | Statement::NOTIFY { .. }
-            | Statement::Fetch { .. }
             | Statement::Close { .. } => self.set_kind(K::Session),
+            Statement::Fetch { name, into, .. } => {
+                self.set_kind(K::Session);
+                if into.is_some() {
+                    self.unsupported("FETCH … INTO");
+                }
+                // Protocol-level portals share the cursors' name space: the proxy checks
+                // that the name is not a portal whose rows it masks itself.
+                self.out
+                    .effects
+                    .push(SessionEffect::Fetch { name: fold(name) });
+            }
             Statement::Call(f) => {
                 self.set_kind(K::Call);
                 self.check_function(&f.name, arg_count(&f.args));

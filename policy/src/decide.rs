@@ -166,6 +166,11 @@ pub enum SessionEffect {
     DeclareCursor {
         name: String,
     },
+    /// `FETCH … name`: reads the rows of a cursor or of a protocol-level portal (the two
+    /// share one name space on the server).
+    Fetch {
+        name: String,
+    },
 }
 
 /// What one statement did, for the audit log.

@@ -137,6 +137,10 @@ pub trait SessionHook: Send {
     /// (called once for each, in the order they were forwarded).
     fn on_statement_change(&mut self, _change: StatementChange) {}
 
+    /// The server carried out, refused or skipped the oldest forwarded Bind or portal
+    /// Close still unanswered.
+    fn on_portal_change(&mut self, _change: StatementChange) {}
+
     /// A masked result did not match the catalog its masks were planned from (the
     /// session is closing): the catalog is read again. The session awaits the returned
     /// work before it tells the client, so that a client reconnecting at once finds the

@@ -118,6 +118,8 @@ pub enum Settled {
     Statement(StatementTag, Completion),
     /// A Parse or a statement Close was carried out, refused or skipped.
     Change(StatementChange),
+    /// A Bind or a portal Close was carried out, refused or skipped.
+    Portal(StatementChange),
 }
 
 /// The queue of owed replies plus what they settled.
@@ -217,13 +219,15 @@ impl ProtocolState {
                 self.settled.push(Settled::Change(StatementChange::Made));
             }
             b'2' => {
-                self.pop_if(|e| matches!(e, Expect::Bind));
+                if self.pop_if(|e| matches!(e, Expect::Bind)) {
+                    self.settled.push(Settled::Portal(StatementChange::Made));
+                }
             }
             b'3' => {
                 if self.pop_if(|e| matches!(e, Expect::Close { statement: true })) {
                     self.settled.push(Settled::Change(StatementChange::Made));
-                } else {
-                    self.pop_if(|e| matches!(e, Expect::Close { statement: false }));
+                } else if self.pop_if(|e| matches!(e, Expect::Close { statement: false })) {
+                    self.settled.push(Settled::Portal(StatementChange::Made));
                 }
             }
             b't' => {
@@ -279,6 +283,9 @@ impl ProtocolState {
                         // Unanswered (a server out of step): assume nothing changed.
                         Expect::Parse | Expect::Close { statement: true } => {
                             self.settled.push(Settled::Change(StatementChange::Skipped))
+                        }
+                        Expect::Bind | Expect::Close { statement: false } => {
+                            self.settled.push(Settled::Portal(StatementChange::Skipped))
                         }
                         _ => {}
                     }
@@ -339,6 +346,13 @@ impl ProtocolState {
                                 StatementChange::Skipped
                             }));
                         }
+                        Some(Expect::Bind | Expect::Close { statement: false }) => {
+                            self.settled.push(Settled::Portal(if first {
+                                StatementChange::Failed
+                            } else {
+                                StatementChange::Skipped
+                            }));
+                        }
                         _ => {}
                     }
                     first = false;
@@ -361,7 +375,7 @@ mod tests {
         s.take_settled()
             .filter_map(|e| match e {
                 Settled::Statement(_, c) => Some(c),
-                Settled::Change(_) => None,
+                Settled::Change(_) | Settled::Portal(_) => None,
             })
             .collect()
     }
@@ -370,9 +384,41 @@ mod tests {
         s.take_settled()
             .filter_map(|e| match e {
                 Settled::Change(c) => Some(c),
-                Settled::Statement(..) => None,
+                Settled::Statement(..) | Settled::Portal(_) => None,
             })
             .collect()
+    }
+
+    fn portal_changes(s: &mut ProtocolState) -> Vec<StatementChange> {
+        s.take_settled()
+            .filter_map(|e| match e {
+                Settled::Portal(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn portal_changes_follow_the_server() {
+        use StatementChange::*;
+        let mut s = ProtocolState::default();
+        s.push(Expect::Bind);
+        s.push(Expect::Close { statement: false });
+        s.push(Expect::Sync);
+        s.on_backend(b'2', b"");
+        s.on_backend(b'3', b"");
+        s.on_backend(b'Z', b"T");
+        assert_eq!(portal_changes(&mut s), [Made, Made]);
+
+        // A Bind that fails, then a portal Close and a Bind skipped until Sync.
+        s.push(Expect::Bind);
+        s.push(Expect::Close { statement: false });
+        s.push(Expect::Bind);
+        s.push(Expect::Sync);
+        s.on_backend(b'E', b"C42P03\0\0");
+        s.on_backend(b'Z', b"E");
+        assert_eq!(portal_changes(&mut s), [Failed, Skipped, Skipped]);
+        assert!(s.is_idle());
     }
 
     #[test]

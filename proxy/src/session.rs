@@ -1010,6 +1010,7 @@ async fn upstream_to_client(
                         sh.hook.on_complete(tag, how);
                     }
                     Settled::Change(change) => sh.hook.on_statement_change(change),
+                    Settled::Portal(change) => sh.hook.on_portal_change(change),
                 }
             }
             counts.statements.fetch_add(statements, Ordering::Relaxed);

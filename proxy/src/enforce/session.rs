@@ -175,6 +175,17 @@ pub struct Enforcer {
     /// Portal → the statement it was bound to and that statement's decision then (a
     /// portal outlives a Close of its statement and runs what was bound).
     portals: HashMap<String, (String, Option<Arc<Outcome>>)>,
+    /// Binds and portal Closes forwarded but not yet answered, in order: the portal's
+    /// name, whether it displaces a binding whose rows the proxy masks, and the batch
+    /// (count of Syncs and Queries sent before it) it was sent in.
+    portal_ops: std::collections::VecDeque<(String, bool, u64)>,
+    /// Portals whose masked binding may still exist on the server although the books no
+    /// longer show it (its Close or re-Bind failed or was skipped after an error, and a
+    /// ROLLBACK TO SAVEPOINT can revive the transaction): refused until the transaction
+    /// ends.
+    doubtful_portals: std::collections::HashSet<String>,
+    /// Syncs and Queries sent so far (see `portal_ops`).
+    batches: u64,
     /// This database's catalog snapshot and the catalog's change count when it was read.
     snapshot: Option<(u64, Option<Arc<Snapshot>>)>,
     /// The role's row limit (read once per policy, asked for every statement).
@@ -339,6 +350,9 @@ impl Enforcer {
             settle: Arc::default(),
             sql_prepared: HashMap::default(),
             portals: HashMap::default(),
+            portal_ops: Default::default(),
+            doubtful_portals: Default::default(),
+            batches: 0,
             max_rows: None,
             snapshot: None,
             shapes: Vec::new(),
@@ -602,7 +616,7 @@ impl Enforcer {
                         self.sql_prepared.remove(name);
                     }
                     SessionEffect::Deallocate { name: None } => self.sql_prepared.clear(),
-                    SessionEffect::DeclareCursor { .. } => {}
+                    SessionEffect::DeclareCursor { .. } | SessionEffect::Fetch { .. } => {}
                 }
             }
         }
@@ -619,6 +633,82 @@ impl Enforcer {
         } else {
             false
         }
+    }
+
+    /// Whether portal `name` is bound (in the books) to a statement whose rows the proxy
+    /// masks.
+    fn portal_masked(&self, name: &str) -> bool {
+        self.portals
+            .get(name)
+            .and_then(|(_, o)| o.as_deref())
+            .is_some_and(|o| self.masks_rows_extended(o))
+    }
+
+    /// Running portal `name` (Execute, or a FETCH of it) when the server may hold a
+    /// binding of it whose rows the proxy masks but the books do not show: refused when a
+    /// Close or re-Bind of such a binding did not happen, postponed (Retry) until the
+    /// server has answered one sent in an earlier batch.
+    fn portal_hazard(&mut self, name: &str) -> Option<Verdict> {
+        if !self.restricted {
+            return None;
+        }
+        let batches = self.batches;
+        // A Bind or Close of the name earlier in this batch decides: if the server skips
+        // or refuses it, it skips this message too.
+        if self
+            .portal_ops
+            .iter()
+            .any(|(n, _, b)| n == name && *b == batches)
+        {
+            return None;
+        }
+        if self.doubtful_portals.contains(name) {
+            return Some(Verdict::Refuse(ProxyError::error(
+                "42501",
+                format!(
+                    "pgveil: portal \"{name}\" may still hold rows that the proxy masks (its Close or Bind did not take effect); end the transaction first"
+                ),
+            )));
+        }
+        if self
+            .portal_ops
+            .iter()
+            .any(|(n, displaces, batch)| *displaces && n == name && *batch < batches)
+        {
+            self.awaiting_settle = true;
+            return Some(Verdict::Retry);
+        }
+        None
+    }
+
+    /// A FETCH in `outcome` names a portal whose rows the proxy masks (protocol portals
+    /// and cursors share one name space, and FETCH would return its rows unmasked).
+    fn fetch_hazard(&mut self, outcome: &Outcome) -> Option<Verdict> {
+        if !self.restricted {
+            return None;
+        }
+        for report in outcome.statements.iter() {
+            for effect in &report.effects {
+                let SessionEffect::Fetch { name } = effect else {
+                    continue;
+                };
+                if self.portal_masked(name) {
+                    return Some(Verdict::Refuse(
+                        ProxyError::error(
+                            "42501",
+                            format!(
+                                "pgveil: FETCH from \"{name}\" is not allowed for this role: it is a protocol-level portal whose rows are masked by the proxy"
+                            ),
+                        )
+                        .with_hint("run the portal with Execute"),
+                    ));
+                }
+                if let Some(v) = self.portal_hazard(name) {
+                    return Some(v);
+                }
+            }
+        }
+        None
     }
 
     /// Whether `outcome`'s output masks are applied here (the text then goes out
@@ -745,6 +835,9 @@ impl Enforcer {
             if let Some(e) = self.stale_sql_execute(&outcome) {
                 return (Verdict::Refuse(e), None);
             }
+            if let Some(v) = self.fetch_hazard(&outcome) {
+                return (v, None);
+            }
         }
         // Events are written now for a simple Query (at completion) and for a refused
         // Parse; an allowed Parse or Bind is audited at each Execute instead.
@@ -827,6 +920,7 @@ impl Enforcer {
 
 impl SessionHook for Enforcer {
     fn on_query(&mut self, sql: &str, tags: &mut Vec<StatementTag>) -> Verdict {
+        self.batches += 1;
         self.verdict(sql, Some(tags)).0
     }
 
@@ -924,6 +1018,9 @@ impl SessionHook for Enforcer {
             .statements
             .get(statement)
             .and_then(|p| p.outcome.clone());
+        let displaces = self.portal_masked(portal);
+        self.portal_ops
+            .push_back((portal.to_owned(), displaces, self.batches));
         match self.portals.get_mut(portal) {
             Some((s, o)) if s == statement => *o = outcome,
             _ => {
@@ -935,6 +1032,13 @@ impl SessionHook for Enforcer {
     }
 
     fn on_execute(&mut self, portal: &str) -> (Verdict, Option<StatementTag>) {
+        if let Some(v) = self.portal_hazard(portal) {
+            return (v, None);
+        }
+        let bound = self.portals.get(portal).and_then(|(_, o)| o.clone());
+        if let Some(v) = bound.and_then(|o| self.fetch_hazard(&o)) {
+            return (v, None);
+        }
         let Some(report) = self
             .portals
             .get(portal)
@@ -988,6 +1092,9 @@ impl SessionHook for Enforcer {
         if kind == b'S' {
             self.statements.closed(name);
         } else {
+            let displaces = self.portal_masked(name);
+            self.portal_ops
+                .push_back((name.to_owned(), displaces, self.batches));
             self.portals.remove(name);
         }
     }
@@ -1000,7 +1107,22 @@ impl SessionHook for Enforcer {
     }
 
     fn on_sync(&mut self) {
+        self.batches += 1;
         self.statements.synced();
+    }
+
+    fn on_portal_change(&mut self, change: StatementChange) {
+        if let Some((name, displaces_masked, _)) = self.portal_ops.pop_front() {
+            if change == StatementChange::Made {
+                // The server holds this Bind's portal now (or none after a Close).
+                self.doubtful_portals.remove(&name);
+            } else if displaces_masked {
+                self.doubtful_portals.insert(name);
+            }
+        }
+        if std::mem::take(&mut self.awaiting_settle) {
+            self.settle.notify_one();
+        }
     }
 
     fn on_stale_catalog(&mut self) -> Option<Preparation> {
@@ -1090,6 +1212,10 @@ impl SessionHook for Enforcer {
 
     fn on_ready(&mut self, status: u8) {
         self.tx_status = status;
+        if status == b'I' {
+            // Outside a transaction no portal survives.
+            self.doubtful_portals.clear();
+        }
         if self.changed_in_tx {
             // Inside the transaction a ROLLBACK TO SAVEPOINT may have undone the change;
             // at its end a ROLLBACK (or an abort) did: re-read what the server uses.
