@@ -218,10 +218,8 @@ impl ProtocolState {
             b'1' if self.pop_if(|e| matches!(e, Expect::Parse)) => {
                 self.settled.push(Settled::Change(StatementChange::Made));
             }
-            b'2' => {
-                if self.pop_if(|e| matches!(e, Expect::Bind)) {
-                    self.settled.push(Settled::Portal(StatementChange::Made));
-                }
+            b'2' if self.pop_if(|e| matches!(e, Expect::Bind)) => {
+                self.settled.push(Settled::Portal(StatementChange::Made));
             }
             b'3' => {
                 if self.pop_if(|e| matches!(e, Expect::Close { statement: true })) {
