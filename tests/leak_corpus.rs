@@ -272,7 +272,16 @@ fn cases() -> Vec<Case> {
         c("delete not granted", S, "DELETE FROM customers WHERE phone = '13812345670'", DENY),
         c("insert not granted", S, "INSERT INTO orders (id, status) SELECT id + 100, phone FROM customers", DENY),
         c("check violation scrubbed", S, "UPDATE customers SET vip_level = -1 WHERE id = 1", Err("23514")),
-        c("unique violation scrubbed", S, "UPDATE customers SET phone = '13812345671' WHERE id = 1", Err("23505")),
+        // --- writes whose success would say whether a masked value exists (phone is unique)
+        c("unique masked column written", S, "UPDATE customers SET phone = '13812345671' WHERE id = 1", DENY),
+        c("unique masked column in a tuple", S, "UPDATE customers SET (vip_level, phone) = (1, $1) WHERE id = 1", DENY)
+            .params(&["13812345671"]),
+        c("unique masked column inserted", T, "INSERT INTO customers VALUES (99, 'x', 'y', '13812345671')", DENY),
+        c("unique masked column on conflict", T, "INSERT INTO customers (id, phone) VALUES (99, '13812345671') ON CONFLICT DO NOTHING", DENY),
+        c("unique masked column from a query", T, "INSERT INTO customers (id, phone) SELECT 99, '13812345671'", DENY),
+        c("insert without the unique masked column", T, "INSERT INTO customers (id, name) VALUES (99, 'x')", Rows(0))
+            .setup(&["BEGIN"]),
+        c("check on the written column only", S, "UPDATE customers SET vip_level = 2 WHERE id = 1", Rows(0)),
         // --- dangerous functions and catalog views
         c("query_to_xml", S, "SELECT query_to_xml('select phone from customers', true, true, '')", DENY),
         c("query_to_xml qualified", A, "SELECT pg_catalog.query_to_xml('select phone from customers', true, true, '')", DENY),

@@ -18,7 +18,7 @@ use sqlparser::ast::{
     Statement, TableFactor, TableObject, TableWithJoins, Visit, Visitor,
 };
 
-use crate::catalog::{Catalog, Relation};
+use crate::catalog::{Catalog, OtherEnd, Relation};
 use crate::decide::{Denial, DenyReason, SessionEffect};
 use crate::functions;
 use crate::lexical::LineIndex;
@@ -26,6 +26,7 @@ use crate::mask::{self, quote_ident, MaskKey};
 use crate::model::{Class, Mask, Policy, Role, StatementKind, Visibility};
 use crate::ptrhash::{PtrMap, PtrSet};
 use crate::rewrite::{self, Edit};
+use crate::write_guard::{self, Op, Written};
 
 /// PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes.
 const NAMEDATALEN: usize = 64;
@@ -1534,11 +1535,11 @@ impl<'a> Walker<'a> {
     }
 
     /// DDL/maintenance targets: a relation the role must be allowed to touch.
-    fn touch_named(&mut self, name: &ObjectName) {
+    /// Checks that the role may touch the relation `name` names, and returns its schema
+    /// and name as resolved.
+    fn touch_named(&mut self, name: &ObjectName) -> Option<(String, String)> {
         self.names.insert(ptr(name));
-        let Some(parts) = self.name_parts(name) else {
-            return;
-        };
+        let parts = self.name_parts(name)?;
         let rel_name = fold(parts[parts.len() - 1]);
         let schema = if parts.len() >= 2 {
             let s = fold(parts[parts.len() - 2]);
@@ -1568,6 +1569,7 @@ impl<'a> Walker<'a> {
             );
         }
         self.out.relations.insert(format!("{schema}.{rel_name}"));
+        Some((schema, rel_name))
     }
 
     fn creation_target(&mut self, name: &ObjectName, temporary: bool) {
@@ -2117,6 +2119,100 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// Does the role see `column` of `schema.table` other than raw, or may it not touch
+    /// the relation at all?
+    fn hidden_elsewhere(&self, schema: &str, table: &str, column: &str) -> bool {
+        !self.may_touch(schema, table) || self.visibility(schema, table, column).0 != ColVis::Raw
+    }
+
+    /// Refuses a write that a constraint of the target (or, for a view, of the tables
+    /// behind it) checks against values the role may not read raw: whether it succeeds
+    /// would tell them (see [`crate::write_guard`]).
+    fn guard_write(&mut self, target: &FromItem<'a>, op: Op, written: Written<'_>) {
+        if !self.cx.restricted || self.out.denial.is_some() {
+            return;
+        }
+        let Some(info) = target.rel.clone() else {
+            return;
+        };
+        let catalog: &'a dyn Catalog = self.cx.catalog;
+        let Some(rel) = catalog.relation(&info.schema, &info.name) else {
+            return;
+        };
+        let found = if rel.is_view() {
+            self.view_write_oracle(rel, &info, op)
+        } else {
+            let mut hidden = |other: Option<&OtherEnd>, col: &str| match other {
+                None => info.col(col).is_none_or(|c| c.vis != ColVis::Raw),
+                Some(o) => self.hidden_elsewhere(&o.schema, &o.table, col),
+            };
+            write_guard::oracle(&rel.constraints, op, written, &mut hidden)
+                .map(|(c, col)| (format!("\"{}.{}\"", info.schema, info.name), c, col))
+        };
+        let Some((table, constraint, column)) = found else {
+            return;
+        };
+        let on = match &constraint.other {
+            Some(o) if o.columns.iter().any(|c| c == column) => {
+                format!("column \"{column}\" of \"{}.{}\"", o.schema, o.table)
+            }
+            _ => format!("column \"{column}\" of {table}"),
+        };
+        let what = match op {
+            Op::Delete => format!("delete from relation \"{}\"", info.name),
+            Op::Insert | Op::Update => format!("write relation \"{}\"", info.name),
+        };
+        self.deny_hint(
+            DenyReason::WriteOracle,
+            format!(
+                "permission denied to {what}: {} checks the written row against {on}, which this role may not read raw, so whether the statement succeeds would reveal stored values",
+                write_guard::describe(constraint)
+            ),
+            "a role that sees these columns raw can make this change",
+        );
+    }
+
+    /// [`Self::guard_write`] through a view: every constraint of the tables the view
+    /// reads (through nested views too) that the operation can reach counts, with the
+    /// view's own hidden columns hidden in the tables as well.
+    fn view_write_oracle(
+        &self,
+        view: &'a Relation,
+        info: &RelInfo<'a>,
+        op: Op,
+    ) -> Option<(String, &'a crate::catalog::Constraint, &'a str)> {
+        let catalog: &'a dyn Catalog = self.cx.catalog;
+        let mut pending: Vec<&'a Relation> = vec![view];
+        let mut seen: HashSet<(&'a str, &'a str)> = HashSet::new();
+        while let Some(v) = pending.pop() {
+            for dep in &v.depends_on {
+                if !seen.insert((dep.schema.as_str(), dep.table.as_str())) {
+                    continue;
+                }
+                let Some(base) = catalog.relation(&dep.schema, &dep.table) else {
+                    continue;
+                };
+                if base.is_view() {
+                    pending.push(base);
+                    continue;
+                }
+                let mut hidden = |other: Option<&OtherEnd>, col: &str| match other {
+                    None => {
+                        self.hidden_elsewhere(&base.schema, &base.name, col)
+                            || info.col(col).is_some_and(|c| c.vis != ColVis::Raw)
+                    }
+                    Some(o) => self.hidden_elsewhere(&o.schema, &o.table, col),
+                };
+                if let Some((c, col)) =
+                    write_guard::oracle(&base.constraints, op, Written::Unknown, &mut hidden)
+                {
+                    return Some((format!("\"{}.{}\"", base.schema, base.name), c, col));
+                }
+            }
+        }
+        None
+    }
+
     fn walk_insert(&mut self, ins: &ast::Insert) {
         if ins.or.is_some()
             || ins.ignore
@@ -2153,6 +2249,13 @@ impl<'a> Walker<'a> {
             self.names.insert(ptr(c));
         }
         if let Some(target) = target {
+            let columns: Vec<String> = ins.columns.iter().map(object_column).collect();
+            let written = match (&ins.source, columns.is_empty()) {
+                (None, _) => Written::Columns(&[]),
+                (Some(_), true) => Written::All,
+                (Some(_), false) => Written::Columns(&columns),
+            };
+            self.guard_write(&target, Op::Insert, written);
             match &ins.on {
                 Some(OnInsert::OnConflict(oc)) => {
                     self.push_item(FromItem {
@@ -2168,6 +2271,8 @@ impl<'a> Walker<'a> {
                         self.exprs(p);
                     }
                     if let OnConflictAction::DoUpdate(du) = &oc.action {
+                        let set = assigned(du.assignments.iter().map(|a| &a.target));
+                        self.guard_write(&target, Op::Update, Written::Columns(&set));
                         for a in &du.assignments {
                             self.exprs(&a.value);
                             self.guard_target(&target, &a.value);
@@ -2255,6 +2360,10 @@ impl<'a> Walker<'a> {
                 }
             }
         }
+        if let Some(t) = &target {
+            let set = assigned(upd.assignments.iter().map(|a| &a.target));
+            self.guard_write(t, Op::Update, Written::Columns(&set));
+        }
         for a in &upd.assignments {
             self.assignment_target(&a.target);
             self.exprs(&a.value);
@@ -2311,6 +2420,9 @@ impl<'a> Walker<'a> {
             return;
         };
         let target = self.dml_target(name, alias);
+        if let Some(t) = &target {
+            self.guard_write(t, Op::Delete, Written::All);
+        }
         if let Some(using) = &del.using {
             for t in using {
                 self.walk_table_with_joins(t);
@@ -2375,6 +2487,10 @@ impl<'a> Walker<'a> {
                         self.unsupported("UPDATE SET *");
                         continue;
                     };
+                    if let Some(t) = &target {
+                        let set = assigned(assignments.iter().map(|a| &a.target));
+                        self.guard_write(t, Op::Update, Written::Columns(&set));
+                    }
                     for a in assignments {
                         self.assignment_target(&a.target);
                         self.exprs(&a.value);
@@ -2388,6 +2504,14 @@ impl<'a> Walker<'a> {
                     for c in &i.columns {
                         self.names.insert(ptr(c));
                     }
+                    if let Some(t) = &target {
+                        let columns: Vec<String> = i.columns.iter().map(object_column).collect();
+                        let written = match (&i.kind, columns.is_empty()) {
+                            (ast::MergeInsertKind::Row, _) | (_, true) => Written::All,
+                            _ => Written::Columns(&columns),
+                        };
+                        self.guard_write(t, Op::Insert, written);
+                    }
                     if i.insert_predicate.is_some() {
                         self.unsupported("non-PostgreSQL MERGE INSERT clause");
                     }
@@ -2397,7 +2521,12 @@ impl<'a> Walker<'a> {
                         }
                     }
                 }
-                ast::MergeAction::Delete { .. } => self.require(StatementKind::Delete),
+                ast::MergeAction::Delete { .. } => {
+                    self.require(StatementKind::Delete);
+                    if let Some(t) = &target {
+                        self.guard_write(t, Op::Delete, Written::All);
+                    }
+                }
                 ast::MergeAction::DoNothing { .. } => {}
             }
         }
@@ -2643,7 +2772,25 @@ impl<'a> Walker<'a> {
             } => {
                 self.names.insert(ptr(table_name));
                 if !to {
-                    self.touch_named(table_name);
+                    let catalog: &'a dyn Catalog = self.cx.catalog;
+                    let found = self.touch_named(table_name).and_then(|(schema, name)| {
+                        Some((catalog.relation(&schema, &name)?, schema))
+                    });
+                    if let Some((rel, schema)) = found {
+                        let item = FromItem {
+                            alias: rel.name.clone(),
+                            rel: Some(self.rel_info(&schema, rel)),
+                            target: true,
+                            implicit_alias: true,
+                        };
+                        let columns: Vec<String> = columns.iter().map(fold).collect();
+                        let written = if columns.is_empty() {
+                            Written::All
+                        } else {
+                            Written::Columns(&columns)
+                        };
+                        self.guard_write(&item, Op::Insert, written);
+                    }
                     return;
                 }
                 let Resolved::Rel(rel) = self.resolve(table_name, false) else {
@@ -2704,6 +2851,26 @@ impl<'a> Walker<'a> {
                 });
             }
         }
+    }
+}
+
+/// The columns SET assigns (`SET a = …, (b, c) = …`; `SET a.f = …` assigns `a`).
+fn assigned<'t>(targets: impl Iterator<Item = &'t ast::AssignmentTarget>) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in targets {
+        match t {
+            ast::AssignmentTarget::ColumnName(n) => out.push(object_column(n)),
+            ast::AssignmentTarget::Tuple(ns) => out.extend(ns.iter().map(object_column)),
+        }
+    }
+    out
+}
+
+/// The column an assignment or MERGE INSERT list names: its first part, folded.
+fn object_column(n: &ObjectName) -> String {
+    match n.0.first() {
+        Some(ObjectNamePart::Identifier(id)) => fold(id),
+        _ => String::new(),
     }
 }
 

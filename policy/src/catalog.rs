@@ -31,6 +31,10 @@ pub struct Relation {
     /// For views and materialized views: the base columns the definition reads.
     #[serde(default)]
     pub depends_on: Vec<ColumnRef>,
+    /// Constraints that compare a written row with other rows or other columns (see
+    /// [`Constraint`]); a write whose success would reveal protected values is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
 }
 
 impl Relation {
@@ -66,6 +70,46 @@ pub enum RelationKind {
 pub struct Column {
     pub name: String,
     pub type_name: String,
+}
+
+/// A constraint PostgreSQL checks when a row is written, whose outcome (success or an
+/// error) can depend on values the statement did not write: other rows' values (unique,
+/// exclusion, foreign keys) or the row's other columns (CHECK).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Constraint {
+    /// The constraint's or index's name (for messages).
+    pub name: String,
+    pub kind: ConstraintKind,
+    /// This relation's columns the constraint reads (keys, expressions, predicates).
+    pub columns: Vec<String>,
+    /// Foreign keys: the relation at the other end and its columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<OtherEnd>,
+}
+
+/// What a [`Constraint`] compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConstraintKind {
+    /// A unique index or constraint, or a primary key: compared with every other row.
+    Unique,
+    /// An exclusion constraint: compared with every other row.
+    Exclusion,
+    /// A CHECK constraint: compares the row's own columns.
+    Check,
+    /// A foreign key of this relation: the referenced row must exist.
+    ForeignKey,
+    /// A foreign key of another relation that references this one: a referenced row
+    /// may not change or go while referencing rows exist (unless the action cascades).
+    ReferencedBy,
+}
+
+/// The relation at the other end of a foreign key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherEnd {
+    pub schema: String,
+    pub table: String,
+    pub columns: Vec<String>,
 }
 
 /// A fully qualified column reference (view dependencies).
@@ -217,6 +261,16 @@ mod tests {
                 type_name: "integer".into(),
             }],
             depends_on: vec![],
+            constraints: vec![Constraint {
+                name: "t_a_fkey".into(),
+                kind: ConstraintKind::ForeignKey,
+                columns: vec!["a".into()],
+                other: Some(OtherEnd {
+                    schema: "public".into(),
+                    table: "u".into(),
+                    columns: vec!["id".into()],
+                }),
+            }],
         });
         cat.add_function("public", "f");
         let back = StaticCatalog::from_json(&cat.to_json()).expect("own json parses");
@@ -224,6 +278,7 @@ mod tests {
             back.relation("public", "t").map(|r| r.columns.len()),
             Some(1)
         );
+        assert_eq!(back.relation("public", "t"), cat.relation("public", "t"));
         assert!(back.relation("public", "T").is_none());
         assert_eq!(back.user_function_schemas("f"), vec!["public".to_string()]);
         assert!(back.schema_exists("public"));

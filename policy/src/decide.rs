@@ -90,6 +90,8 @@ pub enum DenyReason {
     View,
     Column,
     DmlPredicate,
+    /// A write that a constraint checks against values the role may not read raw.
+    WriteOracle,
     Function,
     SessionSetting,
     CopyFile,
@@ -112,6 +114,7 @@ impl DenyReason {
             DenyReason::View => "view",
             DenyReason::Column => "column",
             DenyReason::DmlPredicate => "dml_predicate",
+            DenyReason::WriteOracle => "write_oracle",
             DenyReason::Function => "function",
             DenyReason::SessionSetting => "session_setting",
             DenyReason::CopyFile => "copy_file",

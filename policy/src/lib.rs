@@ -19,6 +19,7 @@
 //! - [`shape`]: decisions reused for every value of a statement's numeric constants.
 //! - [`redact`]: literal stripping and fingerprints for the audit log.
 //! - [`lexical`]: PostgreSQL-faithful delimiting of comments/literals, checked against sqlparser.
+//! - `write_guard`: writes whose success would tell a role values it may not read.
 //! - [`functions`]: built-in functions and catalog relations refused to restricted roles.
 //! - `testing` (feature `testing`): demo catalog, sample policy and cases for tests.
 
@@ -39,3 +40,4 @@ pub mod rewrite;
 pub mod shape;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod write_guard;

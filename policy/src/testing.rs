@@ -45,6 +45,7 @@ fn rel(schema: &str, name: &str, kind: RelationKind, cols: &[(&str, &str)]) -> R
             })
             .collect(),
         depends_on: Vec::new(),
+        constraints: Vec::new(),
     }
 }
 

@@ -492,6 +492,7 @@ fn ambiguous_names_are_pinned_to_their_schema() {
             type_name: "bigint".into(),
         }],
         depends_on: vec![],
+        constraints: Vec::new(),
     });
     // The temp table shadows public.customers; the text now says which one is meant.
     let o = e.run("bi", None, "SELECT * FROM customers c");
@@ -576,6 +577,153 @@ fn custom_operators_are_refused() {
 }
 
 // ----- DML ------------------------------------------------------------------------------
+
+/// The sample catalog with the constraints of a typical shop: unique phones, a CHECK
+/// comparing two columns, orders referencing customers by id (raw) and by phone, and a
+/// view over customers.
+fn constrained() -> Env {
+    use crate::catalog::{Constraint, ConstraintKind, OtherEnd};
+    let mut e = env();
+    let k = |name: &str, kind, cols: &[&str], other: Option<(&str, &[&str])>| Constraint {
+        name: name.into(),
+        kind,
+        columns: cols.iter().map(|c| c.to_string()).collect(),
+        other: other.map(|(t, cs)| OtherEnd {
+            schema: "public".into(),
+            table: t.into(),
+            columns: cs.iter().map(|c| c.to_string()).collect(),
+        }),
+    };
+    let mut customers = e.catalog.relation("public", "customers").cloned().unwrap();
+    customers.constraints = vec![
+        k("customers_pkey", ConstraintKind::Unique, &["id"], None),
+        k(
+            "customers_phone_key",
+            ConstraintKind::Unique,
+            &["phone"],
+            None,
+        ),
+        k(
+            "customers_check",
+            ConstraintKind::Check,
+            &["vip_level", "email"],
+            None,
+        ),
+        k(
+            "orders_customer_id_fkey",
+            ConstraintKind::ReferencedBy,
+            &["id"],
+            Some(("orders", &["customer_id"])),
+        ),
+        k(
+            "orders_ship_phone_fkey",
+            ConstraintKind::ReferencedBy,
+            &["phone"],
+            Some(("orders", &["ship_phone"])),
+        ),
+    ];
+    e.catalog.add(customers);
+    let mut orders = e.catalog.relation("public", "orders").cloned().unwrap();
+    orders.constraints = vec![
+        k("orders_pkey", ConstraintKind::Unique, &["id"], None),
+        k(
+            "orders_customer_id_fkey",
+            ConstraintKind::ForeignKey,
+            &["customer_id"],
+            Some(("customers", &["id"])),
+        ),
+        k(
+            "orders_ship_phone_fkey",
+            ConstraintKind::ForeignKey,
+            &["ship_phone"],
+            Some(("customers", &["phone"])),
+        ),
+    ];
+    e.catalog.add(orders);
+    let mut products = e.catalog.relation("public", "products").cloned().unwrap();
+    products.constraints = vec![k("products_pkey", ConstraintKind::Unique, &["id"], None)];
+    e.catalog.add(products);
+    e
+}
+
+#[test]
+fn writes_a_constraint_checks_against_protected_values_are_refused() {
+    let e = constrained();
+    for (user, sql) in [
+        // Unique: success says whether another row holds the value.
+        ("support_app", "UPDATE customers SET phone = '13812345678' WHERE id = 2"),
+        ("support_app", "UPDATE customers SET (name, phone) = ('x', $1) WHERE id = 2"),
+        ("ops", "INSERT INTO customers (id, phone) VALUES (9, '13812345678')"),
+        ("ops", "INSERT INTO customers VALUES (9, 'n', 'x', '13812345678')"),
+        ("ops", "INSERT INTO customers (id, phone) VALUES (9, $1) ON CONFLICT DO NOTHING"),
+        ("ops", "INSERT INTO customers (id, phone) VALUES (9, '1') ON CONFLICT (id) DO UPDATE SET vip_level = 1"),
+        ("ops", "COPY customers FROM STDIN"),
+        ("ops", "COPY customers (id, phone) FROM STDIN"),
+        ("ops", "MERGE INTO customers t USING products s ON t.id = s.id WHEN NOT MATCHED THEN INSERT (id, phone) VALUES (s.id, s.title)"),
+        ("ops", "MERGE INTO customers t USING products s ON t.id = s.id WHEN MATCHED THEN UPDATE SET phone = s.title"),
+        // CHECK comparing the written column with a masked one the row keeps.
+        ("ops", "UPDATE customers SET vip_level = 3 WHERE id = 2"),
+        // Foreign keys: the referenced value must exist / referencing rows must not.
+        ("ops", "INSERT INTO orders (id, ship_phone) VALUES (9, '13812345678')"),
+        ("ops", "UPDATE orders SET ship_phone = $1 WHERE id = 1"),
+        ("ops", "DELETE FROM customers WHERE id = 2"),
+        ("ops", "MERGE INTO customers t USING products s ON t.id = s.id WHEN MATCHED THEN DELETE"),
+        // Through a view over customers whose phone the view shows masked.
+        ("support_app", "UPDATE customer_contacts SET phone = '13812345678' WHERE id = 2"),
+    ] {
+        let o = e.run(user, if user == "support_app" { CS } else { None }, sql);
+        let d = denied(&o, DenyReason::WriteOracle);
+        assert!(d.message.contains("may not read raw"), "{sql}: {}", d.message);
+    }
+    let d = denied(
+        &e.run(
+            "support_app",
+            CS,
+            "UPDATE customers SET phone = $1 WHERE id = $2",
+        ),
+        DenyReason::WriteOracle,
+    );
+    assert!(
+        d.message.contains("unique index \"customers_phone_key\"")
+            && d.message
+                .contains("column \"phone\" of \"public.customers\""),
+        "{}",
+        d.message
+    );
+    // Writes no constraint compares with a protected value stay allowed.
+    for (user, sql) in [
+        (
+            "support_app",
+            "UPDATE customers SET name = 'x' WHERE id = 2",
+        ),
+        (
+            "ops",
+            "UPDATE customers SET vip_level = 3, email = 'a@b.c' WHERE id = 2",
+        ),
+        ("ops", "INSERT INTO customers (id, name) VALUES (9, 'n')"),
+        ("ops", "INSERT INTO customers DEFAULT VALUES"),
+        ("ops", "INSERT INTO orders (id, customer_id) VALUES (9, 1)"),
+        (
+            "ops",
+            "UPDATE orders SET customer_id = 2, status = 'x' WHERE id = 1",
+        ),
+        ("ops", "DELETE FROM orders WHERE id = 1"),
+        ("ops", "DELETE FROM products WHERE id = 1"),
+        ("ops", "COPY products FROM STDIN"),
+        (
+            "postgres",
+            "UPDATE customers SET phone = '13812345678' WHERE id = 2",
+        ),
+        ("postgres", "DELETE FROM customers WHERE id = 2"),
+    ] {
+        let o = e.run(user, if user == "support_app" { CS } else { None }, sql);
+        assert!(
+            !matches!(o.verdict, Verdict::Deny(_)),
+            "{sql}: {:?}",
+            o.verdict
+        );
+    }
+}
 
 #[test]
 fn dml_predicates_on_protected_columns_are_refused() {

@@ -1,5 +1,5 @@
-//! The catalog cache: relations with their ordered columns, view dependencies,
-//! non-built-in functions and schemas, per database, read through the `[catalog]`
+//! The catalog cache: relations with their ordered columns, view dependencies, the
+//! constraints that check written rows, non-built-in functions and schemas, per database, read through the `[catalog]`
 //! account and shared by every session.
 //!
 //! Snapshots are immutable and versioned (the version is part of the decision cache
@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use pgveil_policy::catalog::{Catalog, Column, ColumnRef, Relation, RelationKind};
+use pgveil_policy::catalog::{
+    Catalog, Column, ColumnRef, Constraint, ConstraintKind, OtherEnd, Relation, RelationKind,
+};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -21,6 +23,7 @@ use crate::upstream::{Upstream, UpstreamError};
 const RELATIONS_SQL: &str = include_str!("relations.sql");
 const VIEW_DEPENDENCIES_SQL: &str = include_str!("view_dependencies.sql");
 const FUNCTIONS_SQL: &str = include_str!("functions.sql");
+const CONSTRAINTS_SQL: &str = include_str!("constraints.sql");
 
 /// The catalog could not be read.
 #[derive(Debug, Error)]
@@ -239,12 +242,13 @@ impl CatalogCache {
             let rel_rows = client.query(RELATIONS_SQL, &[]).await?;
             let dep_rows = client.query(VIEW_DEPENDENCIES_SQL, &[]).await?;
             let fn_rows = client.query(FUNCTIONS_SQL, &[]).await?;
-            Ok::<_, tokio_postgres::Error>((rel_rows, dep_rows, fn_rows))
+            let con_rows = client.query(CONSTRAINTS_SQL, &[]).await?;
+            Ok::<_, tokio_postgres::Error>((rel_rows, dep_rows, fn_rows, con_rows))
         }
         .await;
         drop(client);
         driver.abort();
-        let (rel_rows, dep_rows, fn_rows) = result.map_err(query_err)?;
+        let (rel_rows, dep_rows, fn_rows, con_rows) = result.map_err(query_err)?;
 
         let mut relations: HashMap<(String, String), Relation> = HashMap::new();
         for row in rel_rows {
@@ -266,6 +270,7 @@ impl CatalogCache {
                     kind: relation_kind(&kind),
                     columns,
                     depends_on: Vec::new(),
+                    constraints: Vec::new(),
                 },
             );
         }
@@ -301,6 +306,37 @@ impl CatalogCache {
                 r.depends_on = d;
             }
         }
+        for row in con_rows {
+            let key = (row.get::<_, String>(0), row.get::<_, String>(1));
+            let Some(kind) = constraint_kind(row.get(3)) else {
+                continue;
+            };
+            let other = match (row.get::<_, Option<String>>(5), row.get(6)) {
+                (Some(schema), Some(table)) => Some(OtherEnd {
+                    schema,
+                    table,
+                    columns: row.get(7),
+                }),
+                _ => None,
+            };
+            let constraint = Constraint {
+                name: row.get(2),
+                kind,
+                columns: row.get(4),
+                other,
+            };
+            if let Some(r) = relations.get_mut(&key) {
+                // A partition's copies of its parent's constraints add nothing.
+                let same = |c: &Constraint| {
+                    c.kind == constraint.kind
+                        && c.columns == constraint.columns
+                        && c.other == constraint.other
+                };
+                if !r.constraints.iter().any(same) {
+                    r.constraints.push(constraint);
+                }
+            }
+        }
         let mut functions: HashMap<String, Vec<String>> = HashMap::new();
         let mut schemas = HashSet::new();
         for row in fn_rows {
@@ -325,6 +361,17 @@ impl CatalogCache {
             loaded_at,
         })
     }
+}
+
+fn constraint_kind(k: &str) -> Option<ConstraintKind> {
+    Some(match k {
+        "u" => ConstraintKind::Unique,
+        "x" => ConstraintKind::Exclusion,
+        "c" => ConstraintKind::Check,
+        "f" => ConstraintKind::ForeignKey,
+        "r" => ConstraintKind::ReferencedBy,
+        _ => return None,
+    })
 }
 
 fn relation_kind(k: &str) -> RelationKind {
