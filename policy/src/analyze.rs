@@ -2119,10 +2119,12 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// Does the role see `column` of `schema.table` other than raw, or may it not touch
-    /// the relation at all?
+    /// Does the role see `column` of `schema.table` other than raw? (Whether it may touch
+    /// the relation is not asked: PostgreSQL checks a foreign key without the writer's
+    /// rights on the other table, and a key that is not a tagged column tells no more
+    /// than that a row with that key exists.)
     fn hidden_elsewhere(&self, schema: &str, table: &str, column: &str) -> bool {
-        !self.may_touch(schema, table) || self.visibility(schema, table, column).0 != ColVis::Raw
+        self.visibility(schema, table, column).0 != ColVis::Raw
     }
 
     /// Refuses a write that a constraint of the target (or, for a view, of the tables
