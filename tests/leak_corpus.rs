@@ -319,6 +319,14 @@ fn cases() -> Vec<Case> {
         c("explain masked", T, "EXPLAIN SELECT phone FROM customers WHERE phone = '138****5670'", Rows(2)),
         c("explain verbose", T, "EXPLAIN VERBOSE SELECT phone FROM customers", DENY),
         c("explain analyze star", T, "EXPLAIN ANALYZE SELECT * FROM customers", RowsOrErr(0, "42501")),
+        // --- server notices: DEBUG2 `parse <unnamed>: …` echoes the rewritten SQL (the
+        // extended protocol run), with the hash mask's HMAC pads
+        c("debug notices echo the rewritten sql", A, "SELECT phone, id_card FROM customers WHERE phone <> 'x'", Rows(10))
+            .setup(&["SET client_min_messages = debug2"]),
+        c("debug notices by startup option", A, "SELECT id_card FROM customers WHERE id_card <> 'x'", Rows(10))
+            .startup(&[("options", "-c client_min_messages=debug5")]),
+        c("log notices of the plan", A, "SELECT phone FROM customers WHERE phone <> 'x'", Rows(10))
+            .setup(&["SET client_min_messages = log", "SET debug_print_plan = on", "SET debug_print_rewritten = on"]),
     ]
 }
 
