@@ -319,6 +319,14 @@ fn cases() -> Vec<Case> {
         c("explain masked", T, "EXPLAIN SELECT phone FROM customers WHERE phone = '138****5670'", Rows(2)),
         c("explain verbose", T, "EXPLAIN VERBOSE SELECT phone FROM customers", DENY),
         c("explain analyze star", T, "EXPLAIN ANALYZE SELECT * FROM customers", RowsOrErr(0, "42501")),
+        // --- types of pg_temp shadow pg_catalog's for unqualified names: the masks' casts
+        // of the raw value must not resolve to them
+        c("temp domain named text checks raw values", T, "SELECT phone FROM customers WHERE phone > '1'", Rows(10))
+            .setup(&["CREATE TEMP TABLE shadow_seed (a int)", "CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (VALUE::pg_catalog.int4 > 0)"]),
+        c("temp domain named text under copy", T, "COPY customers (name, email) TO STDOUT", Rows(10))
+            .setup(&["CREATE TEMP TABLE shadow_seed (a int)", "CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (VALUE::pg_catalog.int4 > 0)"]),
+        c("temp table row type named text", T, "SELECT name, id_card FROM customers ORDER BY name", Rows(10))
+            .setup(&["CREATE TEMP TABLE text (a int)"]),
         // --- server notices: DEBUG2 `parse <unnamed>: …` echoes the rewritten SQL (the
         // extended protocol run), with the hash mask's HMAC pads
         c("debug notices echo the rewritten sql", A, "SELECT phone, id_card FROM customers WHERE phone <> 'x'", Rows(10))
