@@ -319,6 +319,13 @@ fn cases() -> Vec<Case> {
         c("explain masked", T, "EXPLAIN SELECT phone FROM customers WHERE phone = '138****5670'", Rows(2)),
         c("explain verbose", T, "EXPLAIN VERBOSE SELECT phone FROM customers", DENY),
         c("explain analyze star", T, "EXPLAIN ANALYZE SELECT * FROM customers", RowsOrErr(0, "42501")),
+        // --- field selection is function call syntax: `(x).f` is `f(x)`, `t.f` is `f(t)`
+        c("ts_stat by field selection", A, "SELECT (c).ts_stat FROM (SELECT 'select to_tsvector(phone) from public.customers'::text AS c) s", DENY),
+        c("ts_stat by field selection on a literal", S, "SELECT ('select to_tsvector(name || bank_card) from public.customers'::text).ts_stat", DENY),
+        c("ts_stat by quoted field selection", A, "SELECT ((c).\"ts_stat\").word FROM (SELECT 'select to_tsvector(id_card) from public.customers'::text AS c) s", DENY),
+        c("query text by field selection", A, "SELECT (s).pg_stat_get_backend_activity FROM pg_stat_get_backend_idset() s", DENY),
+        c("query text by column notation", A, "SELECT s.pg_stat_get_backend_activity FROM pg_stat_get_backend_idset() s", DENY),
+        c("activity by field selection", S, "SELECT ((NULL::int).pg_stat_get_activity).query", DENY),
         // --- types of pg_temp shadow pg_catalog's for unqualified names: the masks' casts
         // of the raw value must not resolve to them
         c("temp domain named text checks raw values", T, "SELECT phone FROM customers WHERE phone > '1'", Rows(10))

@@ -12,10 +12,11 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 
 use sqlparser::ast::{
-    self, BinaryOperator, CopySource, CopyTarget, Expr, FromTable, FunctionArg, FunctionArgExpr,
-    FunctionArguments, Ident, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart,
-    OnConflictAction, OnInsert, Query, Reset, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
-    Statement, TableFactor, TableObject, TableWithJoins, Visit, Visitor,
+    self, AccessExpr, BinaryOperator, CopySource, CopyTarget, Expr, FromTable, FunctionArg,
+    FunctionArgExpr, FunctionArguments, Ident, JoinConstraint, JoinOperator, ObjectName,
+    ObjectNamePart, OnConflictAction, OnInsert, Query, Reset, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
+    Visit, Visitor,
 };
 
 use crate::catalog::{Catalog, Relation};
@@ -1987,6 +1988,25 @@ impl<'a> Walker<'a> {
 
     // ----- functions --------------------------------------------------------------------
 
+    /// A field name that PostgreSQL may call as a one-argument function (`(x).f`,
+    /// `t.f`): checked like `f(x)` when a refused built-in or a non-built-in function
+    /// has that name (plain fields stay out of the statement's function list).
+    /// `exact`: match refused built-ins by exact name only (the name may be a column).
+    fn check_field_function(&mut self, id: &Ident, exact: bool) {
+        if !self.cx.restricted {
+            return;
+        }
+        let name = fold(id);
+        let danger = if exact {
+            functions::exact_builtin_danger(&name, 1)
+        } else {
+            functions::builtin_danger(&name, 1)
+        };
+        if danger.is_some() || !self.cx.catalog.user_function_schemas(&name).is_empty() {
+            self.check_function(&ObjectName(vec![ObjectNamePart::Identifier(id.clone())]), 1);
+        }
+    }
+
     pub(crate) fn check_function(&mut self, name: &ObjectName, argc: usize) {
         let mut parts = Vec::new();
         for p in &name.0 {
@@ -2891,8 +2911,34 @@ impl Visitor for CrossCheck<'_, '_> {
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
         // Function checks are scope-free: run them on every call in the statement, even
         // ones the walker never reached.
-        if let Expr::Function(f) = e {
-            self.w.check_function(&f.name, arg_count(&f.args));
+        match e {
+            Expr::Function(f) => self.w.check_function(&f.name, arg_count(&f.args)),
+            // Field selection is also function call syntax: PostgreSQL reads `(x).f` as
+            // `f(x)` when `x` has no field `f` (any type, `('…'::text).ts_stat` too),
+            // and `t.f` as `f(t)` when `t` has no column `f`.
+            Expr::CompoundFieldAccess { access_chain, .. } => {
+                for a in access_chain {
+                    match a {
+                        AccessExpr::Dot(Expr::Identifier(id)) => {
+                            self.w.check_field_function(id, false)
+                        }
+                        AccessExpr::Dot(Expr::CompoundIdentifier(ids)) => {
+                            for id in ids {
+                                self.w.check_field_function(id, false);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            // Every part after the first may be a call (`t.f`, `s.t.f`); the walker checks
+            // a name its FROM item lacks in full (`column_ref`).
+            Expr::CompoundIdentifier(ids) => {
+                for id in ids.iter().skip(1) {
+                    self.w.check_field_function(id, true);
+                }
+            }
+            _ => {}
         }
         ControlFlow::Continue(())
     }
