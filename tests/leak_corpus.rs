@@ -326,6 +326,14 @@ fn cases() -> Vec<Case> {
         c("query text by field selection", A, "SELECT (s).pg_stat_get_backend_activity FROM pg_stat_get_backend_idset() s", DENY),
         c("query text by column notation", A, "SELECT s.pg_stat_get_backend_activity FROM pg_stat_get_backend_idset() s", DENY),
         c("activity by field selection", S, "SELECT ((NULL::int).pg_stat_get_activity).query", DENY),
+        c("returning whole row by column notation", S, "UPDATE customers SET vip_level = vip_level WHERE id = 1 RETURNING customers.row_to_json", DENY),
+        c("returning whole row by column notation on an alias", S, "UPDATE customers c SET vip_level = vip_level WHERE id = 1 RETURNING c.to_json", DENY),
+        c("returning orders by column notation", S, "UPDATE orders SET status = status WHERE id = 1 RETURNING orders.row_to_json", DENY),
+        c("update filtered on a whole row by column notation", S, "UPDATE customers SET vip_level = vip_level WHERE id = 1 AND customers.row_to_json::text LIKE '%6222%'", DENY),
+        c("update set from a whole row by column notation", S, "UPDATE customers SET address = customers.row_to_json::text WHERE id = 1", DENY),
+        c("select whole row by column notation", S, "SELECT c.row_to_json FROM customers c", DENY),
+        c("select whole row by column notation analyst", A, "SELECT c.to_jsonb FROM customers c", Rows(10)),
+        c("system column of an update target", S, "UPDATE customers SET vip_level = vip_level WHERE customers.ctid = '(0,1)' AND id = 1", Rows(0)),
         // --- types of pg_temp shadow pg_catalog's for unqualified names: the masks' casts
         // of the raw value must not resolve to them
         c("temp domain named text checks raw values", T, "SELECT phone FROM customers WHERE phone > '1'", Rows(10))

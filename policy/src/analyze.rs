@@ -1979,7 +1979,15 @@ impl<'a> Walker<'a> {
         if let Some(it) = self.find_item(&alias) {
             match it.rel.as_ref() {
                 Some(r) if r.col(&name).is_some() => self.read_column(&it, &name),
-                Some(r) if !r.system => self.out.unknown_columns = true,
+                Some(r) if !r.system => {
+                    self.out.unknown_columns = true;
+                    // `t.f` with no column `f` is PostgreSQL's function call `f(t)`
+                    // (`c.row_to_json`): the whole row is read.
+                    if !is_system_column(&name) {
+                        self.whole_row(&it);
+                        self.check_field_function(col, false);
+                    }
+                }
                 _ => {}
             }
             self.drop_schema_qualifier(&it, quals);
@@ -2944,6 +2952,20 @@ impl Visitor for CrossCheck<'_, '_> {
     }
 }
 
+/// PostgreSQL's system columns, which no relation lists among its columns.
+fn is_system_column(name: &str) -> bool {
+    matches!(
+        name,
+        "ctid" | "xmin" | "xmax" | "cmin" | "cmax" | "tableoid" | "oid"
+    )
+}
+
+/// `rel.f` names no column of `rel` (nor a system column), so PostgreSQL calls `f(rel)`.
+fn names_row_function(rel: &RelInfo<'_>, f: &Ident) -> bool {
+    let n = fold(f);
+    rel.col(&n).is_none() && !is_system_column(&n)
+}
+
 /// Finds identifiers that read protected columns of a DML target (any depth).
 struct TargetGuard<'r> {
     rel: &'r RelInfo<'r>,
@@ -2965,6 +2987,10 @@ impl Visitor for TargetGuard<'_> {
             if let [.., q, c] = parts.as_slice() {
                 if fold(q) != self.alias {
                     self.qualifiers.insert(ptr(c));
+                } else if names_row_function(self.rel, c) {
+                    // `target.f` without a column `f`: the call `f(target)`.
+                    self.hit = Some(None);
+                    return ControlFlow::Break(());
                 }
             }
         }
@@ -3021,10 +3047,13 @@ impl Visitor for NestedTargetRefs<'_> {
                     || (n == self.alias && self.rel.col(&n).is_none())
             }
             Expr::CompoundIdentifier(parts) => {
-                self.depth > 0
+                (self.depth > 0
                     && parts.last().is_some_and(|c| {
                         self.rel.col(&fold(c)).is_some_and(|c| c.vis != ColVis::Raw)
-                    })
+                    }))
+                    // `target.f` without a column `f`: the call `f(target)`, whole row.
+                    || matches!(parts.as_slice(), [.., q, c]
+                        if fold(q) == self.alias && names_row_function(self.rel, c))
             }
             Expr::QualifiedWildcard(n, _) => last_ident(n).is_some_and(|i| fold(i) == self.alias),
             Expr::Function(f) => match &f.args {
