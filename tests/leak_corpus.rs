@@ -220,6 +220,8 @@ fn cases() -> Vec<Case> {
             .setup(&["CREATE TEMP TABLE customers (id int, phone text)"]).ext(MULTI_EXT),
         c("shadowing temp table dropped earlier", T, "SELECT phone FROM customers", Rows(10))
             .setup(&["CREATE TEMP TABLE customers (id int, phone text)", "DROP TABLE pg_temp.customers"]),
+        c("shadowing temp table discarded", T, "SELECT phone FROM customers", Rows(10))
+            .setup(&["CREATE TEMP TABLE customers (id int, phone text)", "DISCARD TEMP"]),
         c("search_path after RESET ALL", T, "SELECT phone FROM customers", Rows(10))
             .setup(&["SET search_path = evil, public", "RESET ALL"]),
         c("search_path after DISCARD ALL", T, "SELECT phone FROM customers", Rows(10))

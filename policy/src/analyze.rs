@@ -538,6 +538,13 @@ impl<'a> Walker<'a> {
             }
             Statement::Discard { object_type } => {
                 self.set_kind(K::Session);
+                if matches!(
+                    object_type,
+                    ast::DiscardObject::ALL | ast::DiscardObject::TEMP
+                ) {
+                    // Temp tables and views (which shadow other relations) are dropped.
+                    self.out.effects.push(SessionEffect::CatalogChanged);
+                }
                 if matches!(object_type, ast::DiscardObject::ALL) {
                     // DISCARD ALL is RESET ALL plus DEALLOCATE ALL (and more).
                     self.out.effects.push(SessionEffect::ResetSearchPath);
