@@ -220,6 +220,8 @@ fn cases() -> Vec<Case> {
             .setup(&["CREATE TEMP TABLE customers (id int, phone text)"]).ext(MULTI_EXT),
         c("shadowing temp table dropped earlier", T, "SELECT phone FROM customers", Rows(10))
             .setup(&["CREATE TEMP TABLE customers (id int, phone text)", "DROP TABLE pg_temp.customers"]),
+        c("shadowing temp table discarded", T, "SELECT phone FROM customers", Rows(10))
+            .setup(&["CREATE TEMP TABLE customers (id int, phone text)", "DISCARD TEMP"]),
         c("search_path after RESET ALL", T, "SELECT phone FROM customers", Rows(10))
             .setup(&["SET search_path = evil, public", "RESET ALL"]),
         c("search_path after DISCARD ALL", T, "SELECT phone FROM customers", Rows(10))
@@ -328,6 +330,37 @@ fn cases() -> Vec<Case> {
         c("explain masked", T, "EXPLAIN SELECT phone FROM customers WHERE phone = '138****5670'", Rows(2)),
         c("explain verbose", T, "EXPLAIN VERBOSE SELECT phone FROM customers", DENY),
         c("explain analyze star", T, "EXPLAIN ANALYZE SELECT * FROM customers", RowsOrErr(0, "42501")),
+        // --- field selection is function call syntax: `(x).f` is `f(x)`, `t.f` is `f(t)`
+        c("ts_stat by field selection", A, "SELECT (c).ts_stat FROM (SELECT 'select to_tsvector(phone) from public.customers'::text AS c) s", DENY),
+        c("ts_stat by field selection on a literal", S, "SELECT ('select to_tsvector(name || bank_card) from public.customers'::text).ts_stat", DENY),
+        c("ts_stat by quoted field selection", A, "SELECT ((c).\"ts_stat\").word FROM (SELECT 'select to_tsvector(id_card) from public.customers'::text AS c) s", DENY),
+        c("query text by field selection", A, "SELECT (s).pg_stat_get_backend_activity FROM pg_stat_get_backend_idset() s", DENY),
+        c("query text by column notation", A, "SELECT s.pg_stat_get_backend_activity FROM pg_stat_get_backend_idset() s", DENY),
+        c("activity by field selection", S, "SELECT ((NULL::int).pg_stat_get_activity).query", DENY),
+        c("returning whole row by column notation", S, "UPDATE customers SET vip_level = vip_level WHERE id = 1 RETURNING customers.row_to_json", DENY),
+        c("returning whole row by column notation on an alias", S, "UPDATE customers c SET vip_level = vip_level WHERE id = 1 RETURNING c.to_json", DENY),
+        c("returning orders by column notation", S, "UPDATE orders SET status = status WHERE id = 1 RETURNING orders.row_to_json", DENY),
+        c("update filtered on a whole row by column notation", S, "UPDATE customers SET vip_level = vip_level WHERE id = 1 AND customers.row_to_json::text LIKE '%6222%'", DENY),
+        c("update set from a whole row by column notation", S, "UPDATE customers SET address = customers.row_to_json::text WHERE id = 1", DENY),
+        c("select whole row by column notation", S, "SELECT c.row_to_json FROM customers c", DENY),
+        c("select whole row by column notation analyst", A, "SELECT c.to_jsonb FROM customers c", Rows(10)),
+        c("system column of an update target", S, "UPDATE customers SET vip_level = vip_level WHERE customers.ctid = '(0,1)' AND id = 1", Rows(0)),
+        // --- types of pg_temp shadow pg_catalog's for unqualified names: the masks' casts
+        // of the raw value must not resolve to them
+        c("temp domain named text checks raw values", T, "SELECT phone FROM customers WHERE phone > '1'", Rows(10))
+            .setup(&["CREATE TEMP TABLE shadow_seed (a int)", "CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (VALUE::pg_catalog.int4 > 0)"]),
+        c("temp domain named text under copy", T, "COPY customers (name, email) TO STDOUT", Rows(10))
+            .setup(&["CREATE TEMP TABLE shadow_seed (a int)", "CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (VALUE::pg_catalog.int4 > 0)"]),
+        c("temp table row type named text", T, "SELECT name, id_card FROM customers ORDER BY name", Rows(10))
+            .setup(&["CREATE TEMP TABLE text (a int)"]),
+        // --- server notices: DEBUG2 `parse <unnamed>: …` echoes the rewritten SQL (the
+        // extended protocol run), with the hash mask's HMAC pads
+        c("debug notices echo the rewritten sql", A, "SELECT phone, id_card FROM customers WHERE phone <> 'x'", Rows(10))
+            .setup(&["SET client_min_messages = debug2"]),
+        c("debug notices by startup option", A, "SELECT id_card FROM customers WHERE id_card <> 'x'", Rows(10))
+            .startup(&[("options", "-c client_min_messages=debug5")]),
+        c("log notices of the plan", A, "SELECT phone FROM customers WHERE phone <> 'x'", Rows(10))
+            .setup(&["SET client_min_messages = log", "SET debug_print_plan = on", "SET debug_print_rewritten = on"]),
     ]
 }
 

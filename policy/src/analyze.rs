@@ -12,10 +12,11 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 
 use sqlparser::ast::{
-    self, BinaryOperator, CopySource, CopyTarget, Expr, FromTable, FunctionArg, FunctionArgExpr,
-    FunctionArguments, Ident, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart,
-    OnConflictAction, OnInsert, Query, Reset, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
-    Statement, TableFactor, TableObject, TableWithJoins, Visit, Visitor,
+    self, AccessExpr, BinaryOperator, CopySource, CopyTarget, Expr, FromTable, FunctionArg,
+    FunctionArgExpr, FunctionArguments, Ident, JoinConstraint, JoinOperator, ObjectName,
+    ObjectNamePart, OnConflictAction, OnInsert, Query, Reset, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
+    Visit, Visitor,
 };
 
 use crate::catalog::{Catalog, OtherEnd, Relation};
@@ -538,6 +539,13 @@ impl<'a> Walker<'a> {
             }
             Statement::Discard { object_type } => {
                 self.set_kind(K::Session);
+                if matches!(
+                    object_type,
+                    ast::DiscardObject::ALL | ast::DiscardObject::TEMP
+                ) {
+                    // Temp tables and views (which shadow other relations) are dropped.
+                    self.out.effects.push(SessionEffect::CatalogChanged);
+                }
                 if matches!(object_type, ast::DiscardObject::ALL) {
                     // DISCARD ALL is RESET ALL plus DEALLOCATE ALL (and more).
                     self.out.effects.push(SessionEffect::ResetSearchPath);
@@ -1980,7 +1988,15 @@ impl<'a> Walker<'a> {
         if let Some(it) = self.find_item(&alias) {
             match it.rel.as_ref() {
                 Some(r) if r.col(&name).is_some() => self.read_column(&it, &name),
-                Some(r) if !r.system => self.out.unknown_columns = true,
+                Some(r) if !r.system => {
+                    self.out.unknown_columns = true;
+                    // `t.f` with no column `f` is PostgreSQL's function call `f(t)`
+                    // (`c.row_to_json`): the whole row is read.
+                    if !is_system_column(&name) {
+                        self.whole_row(&it);
+                        self.check_field_function(col, false);
+                    }
+                }
                 _ => {}
             }
             self.drop_schema_qualifier(&it, quals);
@@ -1988,6 +2004,25 @@ impl<'a> Walker<'a> {
     }
 
     // ----- functions --------------------------------------------------------------------
+
+    /// A field name that PostgreSQL may call as a one-argument function (`(x).f`,
+    /// `t.f`): checked like `f(x)` when a refused built-in or a non-built-in function
+    /// has that name (plain fields stay out of the statement's function list).
+    /// `exact`: match refused built-ins by exact name only (the name may be a column).
+    fn check_field_function(&mut self, id: &Ident, exact: bool) {
+        if !self.cx.restricted {
+            return;
+        }
+        let name = fold(id);
+        let danger = if exact {
+            functions::exact_builtin_danger(&name, 1)
+        } else {
+            functions::builtin_danger(&name, 1)
+        };
+        if danger.is_some() || !self.cx.catalog.user_function_schemas(&name).is_empty() {
+            self.check_function(&ObjectName(vec![ObjectNamePart::Identifier(id.clone())]), 1);
+        }
+    }
 
     pub(crate) fn check_function(&mut self, name: &ObjectName, argc: usize) {
         let mut parts = Vec::new();
@@ -3060,11 +3095,51 @@ impl Visitor for CrossCheck<'_, '_> {
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
         // Function checks are scope-free: run them on every call in the statement, even
         // ones the walker never reached.
-        if let Expr::Function(f) = e {
-            self.w.check_function(&f.name, arg_count(&f.args));
+        match e {
+            Expr::Function(f) => self.w.check_function(&f.name, arg_count(&f.args)),
+            // Field selection is also function call syntax: PostgreSQL reads `(x).f` as
+            // `f(x)` when `x` has no field `f` (any type, `('…'::text).ts_stat` too),
+            // and `t.f` as `f(t)` when `t` has no column `f`.
+            Expr::CompoundFieldAccess { access_chain, .. } => {
+                for a in access_chain {
+                    match a {
+                        AccessExpr::Dot(Expr::Identifier(id)) => {
+                            self.w.check_field_function(id, false)
+                        }
+                        AccessExpr::Dot(Expr::CompoundIdentifier(ids)) => {
+                            for id in ids {
+                                self.w.check_field_function(id, false);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            // Every part after the first may be a call (`t.f`, `s.t.f`); the walker checks
+            // a name its FROM item lacks in full (`column_ref`).
+            Expr::CompoundIdentifier(ids) => {
+                for id in ids.iter().skip(1) {
+                    self.w.check_field_function(id, true);
+                }
+            }
+            _ => {}
         }
         ControlFlow::Continue(())
     }
+}
+
+/// PostgreSQL's system columns, which no relation lists among its columns.
+fn is_system_column(name: &str) -> bool {
+    matches!(
+        name,
+        "ctid" | "xmin" | "xmax" | "cmin" | "cmax" | "tableoid" | "oid"
+    )
+}
+
+/// `rel.f` names no column of `rel` (nor a system column), so PostgreSQL calls `f(rel)`.
+fn names_row_function(rel: &RelInfo<'_>, f: &Ident) -> bool {
+    let n = fold(f);
+    rel.col(&n).is_none() && !is_system_column(&n)
 }
 
 /// Finds identifiers that read protected columns of a DML target (any depth).
@@ -3088,6 +3163,10 @@ impl Visitor for TargetGuard<'_> {
             if let [.., q, c] = parts.as_slice() {
                 if fold(q) != self.alias {
                     self.qualifiers.insert(ptr(c));
+                } else if names_row_function(self.rel, c) {
+                    // `target.f` without a column `f`: the call `f(target)`.
+                    self.hit = Some(None);
+                    return ControlFlow::Break(());
                 }
             }
         }
@@ -3144,10 +3223,13 @@ impl Visitor for NestedTargetRefs<'_> {
                     || (n == self.alias && self.rel.col(&n).is_none())
             }
             Expr::CompoundIdentifier(parts) => {
-                self.depth > 0
+                (self.depth > 0
                     && parts.last().is_some_and(|c| {
                         self.rel.col(&fold(c)).is_some_and(|c| c.vis != ColVis::Raw)
-                    })
+                    }))
+                    // `target.f` without a column `f`: the call `f(target)`, whole row.
+                    || matches!(parts.as_slice(), [.., q, c]
+                        if fold(q) == self.alias && names_row_function(self.rel, c))
             }
             Expr::QualifiedWildcard(n, _) => last_ident(n).is_some_and(|i| fold(i) == self.alias),
             Expr::Function(f) => match &f.args {

@@ -114,6 +114,15 @@ pub fn builtin_danger(name: &str, args: usize) -> Option<Danger> {
         .map(|(_, d)| *d)
 }
 
+/// [`builtin_danger`] by exact name only (no prefix match), for a name that may as well
+/// be a column (`t.lo_total` is a column more often than a call of `lo_total(t)`).
+pub fn exact_builtin_danger(name: &str, args: usize) -> Option<Danger> {
+    if name == "ts_rewrite" && args == 2 {
+        return Some(Danger::RunsSql);
+    }
+    EXACT.iter().find(|(n, _)| *n == name).map(|(_, d)| *d)
+}
+
 /// pg_catalog / information_schema relations that expose data values, query text or
 /// secrets; refused to restricted roles although other catalog relations stay readable.
 const VALUE_EXPOSING: &[&str] = &[

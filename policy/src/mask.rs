@@ -112,8 +112,15 @@ pub fn null_of(type_name: &str) -> String {
 
 /// Renders `mask` over the SQL expression `col` (already quoted/qualified) whose type
 /// is `type_name` (as `format_type()` prints it).
+///
+/// Every type and function the expression applies to the raw value (or to the key's
+/// pads) is qualified with `pg_catalog`: the session's search_path resolves unqualified
+/// names, and a restricted role can create a type named `text` or `bytea` in `pg_temp`
+/// (a domain, a temp table's row type), which is searched before `pg_catalog` for type
+/// names. A cast of the raw value to such a type runs the role's CHECK on it or fails
+/// with the raw value in the message (`invalid input syntax for type integer: "…"`).
 pub fn render(mask: &Mask, col: &str, type_name: &str, key: &MaskKey) -> String {
-    let text = format!("({col})::text");
+    let text = format!("({col})::pg_catalog.text");
     match mask {
         Mask::Partial {
             keep_first,
@@ -126,7 +133,7 @@ pub fn render(mask: &Mask, col: &str, type_name: &str, key: &MaskKey) -> String 
             // left || repeat || right: the server parses this on every simple query.
             let keep = u64::from(*keep_first) + u64::from(*keep_last);
             let fill = if fill.is_empty() { "*" } else { fill };
-            let hidden = format!("char_length({text}) - {keep}");
+            let hidden = format!("pg_catalog.char_length({text}) - {keep}");
             let count = if fill.chars().count() == 1 {
                 String::new()
             } else {
@@ -134,18 +141,21 @@ pub fn render(mask: &Mask, col: &str, type_name: &str, key: &MaskKey) -> String 
             };
             let fill = sql_literal(fill);
             format!(
-                "CASE WHEN char_length({text}) <= {keep} THEN repeat({fill}, char_length({text})) \
-                 ELSE overlay({text} placing repeat({fill}, {hidden}) from {start}{count}) END",
+                "CASE WHEN pg_catalog.char_length({text}) <= {keep} \
+                 THEN pg_catalog.repeat({fill}, pg_catalog.char_length({text})) \
+                 ELSE overlay({text} placing pg_catalog.repeat({fill}, {hidden}) from {start}{count}) END",
                 start = u64::from(*keep_first) + 1
             )
         }
         // NULL stays NULL: strpos(NULL, …) is NULL, so the ELSE branch yields NULL.
         Mask::Email => format!(
-            "CASE WHEN strpos({text}, '@') = 0 THEN '***' \
-             ELSE left(split_part({text}, '@', 1), 1) || '***@' || substr({text}, strpos({text}, '@') + 1) END"
+            "CASE WHEN pg_catalog.strpos({text}, '@') = 0 THEN '***' \
+             ELSE pg_catalog.left(pg_catalog.split_part({text}, '@', 1), 1) || '***@' || \
+             pg_catalog.substr({text}, pg_catalog.strpos({text}, '@') + 1) END"
         ),
         Mask::Hash => format!(
-            "encode(sha256('\\x{opad}'::bytea || sha256('\\x{ipad}'::bytea || convert_to({text}, 'UTF8'))), 'hex')",
+            "pg_catalog.encode(pg_catalog.sha256('\\x{opad}'::pg_catalog.bytea || \
+             pg_catalog.sha256('\\x{ipad}'::pg_catalog.bytea || pg_catalog.convert_to({text}, 'UTF8'))), 'hex')",
             opad = key.opad_hex,
             ipad = key.ipad_hex
         ),
@@ -160,10 +170,10 @@ pub fn render(mask: &Mask, col: &str, type_name: &str, key: &MaskKey) -> String 
                 DatePart::Month => "month",
                 DatePart::Day => "day",
             };
-            format!("date_trunc('{part}', {col})::{}", cast_type(type_name))
+            format!("pg_catalog.date_trunc('{part}', {col})::{}", cast_type(type_name))
         }
         Mask::Round { digits } => format!(
-            "round(({col})::numeric, {digits})::{}",
+            "pg_catalog.round(({col})::numeric, {digits})::{}",
             cast_type(type_name)
         ),
         Mask::Sql { template } => template.replace("{col}", &format!("({col})")),
@@ -227,7 +237,8 @@ mod tests {
         let key = MaskKey::new(b"supersecretkey");
         let sql = render(&Mask::Hash, "\"phone\"", "text", &key);
         assert!(!sql.contains(&hex::encode(b"supersecretkey")));
-        assert!(sql.starts_with("encode(sha256('\\x"));
+        assert!(sql.starts_with("pg_catalog.encode(pg_catalog.sha256('\\x"));
+        assert!(!sql.contains("::text") && !sql.contains("::bytea"));
         assert!(format!("{key:?}").contains("secret"));
     }
 
@@ -245,7 +256,7 @@ mod tests {
             &key,
         );
         assert!(
-            p.contains("overlay((\"phone\")::text placing repeat('*', char_length((\"phone\")::text) - 7) from 4)"),
+            p.contains("overlay((\"phone\")::pg_catalog.text placing pg_catalog.repeat('*', pg_catalog.char_length((\"phone\")::pg_catalog.text) - 7) from 4)"),
             "{p}"
         );
         assert!(p.contains("<= 7"));
@@ -260,7 +271,7 @@ mod tests {
             &key,
         );
         assert!(
-            wide.contains("from 2 for char_length((\"name\")::text) - 1)"),
+            wide.contains("from 2 for pg_catalog.char_length((\"name\")::pg_catalog.text) - 1)"),
             "{wide}"
         );
         assert_eq!(render(&Mask::Null, "x", "date", &key), "NULL::date");
@@ -271,11 +282,11 @@ mod tests {
                 "date",
                 &key
             ),
-            "date_trunc('year', \"b\")::date"
+            "pg_catalog.date_trunc('year', \"b\")::date"
         );
         assert_eq!(
             render(&Mask::Round { digits: -2 }, "\"a\"", "numeric(10,2)", &key),
-            "round((\"a\")::numeric, -2)::numeric(10,2)"
+            "pg_catalog.round((\"a\")::numeric, -2)::numeric(10,2)"
         );
         assert_eq!(
             render(

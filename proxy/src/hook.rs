@@ -168,7 +168,9 @@ pub trait SessionHook: Send {
     fn on_ready(&mut self, _status: u8) {}
 
     /// An ErrorResponse or NoticeResponse body from the server: return a replacement
-    /// body to scrub fields that can echo row values, or None to relay it as is.
+    /// body to scrub fields that can echo row values, or None to relay it as is. An
+    /// empty replacement drops a NoticeResponse; an ErrorResponse is never dropped, so
+    /// its replacement must be a whole error body.
     fn scrub(&mut self, _tag: u8, _body: &[u8]) -> Option<Vec<u8>> {
         None
     }

@@ -103,8 +103,8 @@ pub const SHIP_ADDRESS: &str = "深圳市南山区科技园十一号楼";
 /// Key of the `hash` mask in the test proxy config (must never reach a client).
 pub const HASH_KEY: &str = "pgveil-test-hash-key-0123456789";
 
-/// Every raw protected value, plus the hash key: none may appear in what a restricted
-/// role receives.
+/// Every raw protected value, plus the hash key and its HMAC pads: none may appear in
+/// what a restricted role receives.
 pub fn forbidden() -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     for list in [
@@ -123,6 +123,12 @@ pub fn forbidden() -> Vec<String> {
     v.push(HASH_KEY.into());
     let hex: String = HASH_KEY.bytes().map(|b| format!("{b:02x}")).collect();
     v.push(hex);
+    // The HMAC pads the `hash` mask's SQL carries are the key itself (XOR a constant).
+    for pad in [0x36u8, 0x5c] {
+        let mut block = [0u8; 64];
+        block[..HASH_KEY.len()].copy_from_slice(HASH_KEY.as_bytes());
+        v.push(block.iter().map(|b| format!("{:02x}", b ^ pad)).collect());
+    }
     v
 }
 

@@ -779,7 +779,7 @@ fn returning_is_masked() {
         "ops",
     );
     assert!(
-        t.contains("RETURNING id, (CASE WHEN char_length((\"customers\".\"phone\")::text) <= 7"),
+        t.contains("RETURNING id, (CASE WHEN pg_catalog.char_length((\"customers\".\"phone\")::pg_catalog.text) <= 7"),
         "{t}"
     );
     assert!(t.ends_with("END) AS \"phone\""), "{t}");
@@ -1058,7 +1058,10 @@ fn strict_role_denies_unclassified_columns() {
 #[test]
 fn hash_mask_uses_keyed_sha256() {
     let t = rewritten(&bi("SELECT id_card FROM customers"), "bi");
-    assert!(t.contains("encode(sha256('\\x"), "{t}");
+    assert!(
+        t.contains("pg_catalog.encode(pg_catalog.sha256('\\x"),
+        "{t}"
+    );
     assert!(!t.contains(&hex::encode(b"test-key")));
 }
 

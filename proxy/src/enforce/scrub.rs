@@ -11,6 +11,27 @@ use crate::wire::messages::error;
 /// Field codes that are kept.
 const KEPT: &[u8] = b"SVCMHFLRstcdn";
 
+/// Severities of the notices relayed to a restricted role. DEBUG and LOG messages,
+/// which a client gets by lowering `client_min_messages`, carry the SQL text the server
+/// runs in their primary message (`parse <unnamed>: SELECT …` of the extended protocol,
+/// at DEBUG2): that is the rewritten SQL, with the `hash` mask's HMAC pads (the key).
+const RELAYED_NOTICES: &[&[u8]] = &[b"NOTICE", b"WARNING", b"INFO"];
+
+/// Whether a NoticeResponse from the server must not reach a restricted role at all:
+/// its severity is not one of [`RELAYED_NOTICES`] (the non-localized `V` field, else
+/// `S`), or it cannot be read.
+pub fn drop_notice(body: &[u8]) -> bool {
+    let Ok(fields) = error::fields(body) else {
+        return true;
+    };
+    let severity = fields
+        .iter()
+        .find(|(c, _)| *c == b'V')
+        .or_else(|| fields.iter().find(|(c, _)| *c == b'S'))
+        .map(|(_, v)| *v);
+    !severity.is_some_and(|s| RELAYED_NOTICES.contains(&s))
+}
+
 /// The scrubbed body, or None when nothing needed to be removed.
 pub fn scrub(body: &[u8]) -> Option<Vec<u8>> {
     let fields = match error::fields(body) {
@@ -60,6 +81,21 @@ mod tests {
         assert!(f.contains(&(b'C', &b"23514"[..])));
         assert!(f.contains(&(b't', &b"customers"[..])));
         assert!(!String::from_utf8_lossy(&out).contains("13800001111"));
+    }
+
+    #[test]
+    fn debug_and_log_notices_are_dropped() {
+        let debug = b"SDEBUG\0VDEBUG\0C00000\0Mparse <unnamed>: SELECT encode(sha256('\\x2c3b'::bytea))\0\0";
+        assert!(drop_notice(debug));
+        assert!(drop_notice(b"SLOG\0VLOG\0C00000\0Mplan:\0\0"));
+        assert!(drop_notice(b"SNOTICE\0C00000\0"));
+        assert!(drop_notice(b"garbage"));
+        assert!(!drop_notice(
+            b"SNOTICE\0VNOTICE\0C00000\0Mrelation exists\0\0"
+        ));
+        assert!(!drop_notice(b"SWARNING\0VWARNING\0C01000\0Mw\0\0"));
+        assert!(!drop_notice(b"SINFO\0VINFO\0C00000\0Mvacuuming\0\0"));
+        assert!(!drop_notice(b"SNOTICE\0C00000\0Mold server\0\0"));
     }
 
     #[test]

@@ -1238,8 +1238,12 @@ impl SessionHook for Enforcer {
         }
     }
 
-    fn scrub(&mut self, _tag: u8, body: &[u8]) -> Option<Vec<u8>> {
+    fn scrub(&mut self, tag: u8, body: &[u8]) -> Option<Vec<u8>> {
         if self.restricted {
+            if tag == b'N' && super::scrub::drop_notice(body) {
+                // An empty replacement drops the notice (see SessionHook::scrub).
+                return Some(Vec::new());
+            }
             super::scrub::scrub(body)
         } else {
             None
