@@ -119,21 +119,32 @@ pub(crate) fn describe(c: &Constraint) -> String {
     }
 }
 
+/// A constraint of a `public` table for tests; `other` is a `public` table and columns.
+#[cfg(test)]
+pub(crate) fn test_constraint(
+    name: &str,
+    kind: ConstraintKind,
+    cols: &[&str],
+    other: Option<(&str, &[&str])>,
+) -> Constraint {
+    Constraint {
+        name: name.into(),
+        kind,
+        columns: cols.iter().map(|c| c.to_string()).collect(),
+        other: other.map(|(t, cols)| OtherEnd {
+            schema: "public".into(),
+            table: t.into(),
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn con(kind: ConstraintKind, cols: &[&str], other: Option<(&str, &[&str])>) -> Constraint {
-        Constraint {
-            name: "k".into(),
-            kind,
-            columns: cols.iter().map(|c| c.to_string()).collect(),
-            other: other.map(|(t, cols)| OtherEnd {
-                schema: "public".into(),
-                table: t.into(),
-                columns: cols.iter().map(|c| c.to_string()).collect(),
-            }),
-        }
+        test_constraint("k", kind, cols, other)
     }
 
     /// `phone` of the target and `contact` of table `o` are hidden.

@@ -582,18 +582,9 @@ fn custom_operators_are_refused() {
 /// comparing two columns, orders referencing customers by id (raw) and by phone, and a
 /// view over customers.
 fn constrained() -> Env {
-    use crate::catalog::{Constraint, ConstraintKind, OtherEnd};
+    use crate::catalog::ConstraintKind;
+    use crate::write_guard::test_constraint as k;
     let mut e = env();
-    let k = |name: &str, kind, cols: &[&str], other: Option<(&str, &[&str])>| Constraint {
-        name: name.into(),
-        kind,
-        columns: cols.iter().map(|c| c.to_string()).collect(),
-        other: other.map(|(t, cs)| OtherEnd {
-            schema: "public".into(),
-            table: t.into(),
-            columns: cs.iter().map(|c| c.to_string()).collect(),
-        }),
-    };
     let mut customers = e.catalog.relation("public", "customers").cloned().unwrap();
     customers.constraints = vec![
         k("customers_pkey", ConstraintKind::Unique, &["id"], None),
