@@ -349,3 +349,36 @@ async fn texts_in_another_client_encoding_pass_as_sent() {
     );
     assert_eq!(via, direct);
 }
+
+/// A CancelRequest's connection is closed only after the backend was signalled, as
+/// PostgreSQL does: a client that waits for that close (asyncpg, libpq) may then send
+/// its next query, and a cancel that found the session idle must not cancel that query
+/// (asyncpg's test_timeout_05 and test_copy_from_query_cancellation_on_sink_error got
+/// 57014 on their next statement).
+#[tokio::test]
+async fn cancel_connection_closes_after_the_cancel_took_effect() {
+    use harness::raw;
+
+    async fn idle_cancels_then_query(port: u16) -> Vec<Option<String>> {
+        let (mut s, (pid, secret), _) = raw::login(port, users::TRUST, DB).await;
+        let mut codes = Vec::new();
+        for _ in 0..5 {
+            // The session is idle: PostgreSQL ignores the cancel, once it has it.
+            raw::cancel(port, pid, &secret).await;
+            let out = raw::simple(&mut s, "SELECT pg_sleep(0.2)").await;
+            assert_eq!(out.last().map(|m| m.tag), Some(b'Z'), "{out:?}");
+            codes.push(
+                out.iter()
+                    .find(|m| m.tag == b'E')
+                    .and_then(|m| m.sqlstate()),
+            );
+        }
+        codes
+    }
+
+    let proxy = start_proxy(ProxyOptions::default()).await;
+    let direct = idle_cancels_then_query(postgres().port).await;
+    assert_eq!(direct, vec![None; 5]);
+    let via = idle_cancels_then_query(proxy.port()).await;
+    assert_eq!(via, direct);
+}

@@ -197,7 +197,10 @@ async fn handle_connection(
     .await
     .unwrap_or(Err(StartupError::Timeout));
     match hello {
-        Ok(Hello::Cancel(req)) => {
+        Ok(Hello::Cancel {
+            request: req,
+            stream,
+        }) => {
             if let Some(secret) = ctx.cancels.resolve(req.pid, &req.secret) {
                 debug!(pid = req.pid, "forwarding cancel request");
                 if let Err(e) = ctx.upstream.cancel(req.pid, &secret).await {
@@ -206,6 +209,9 @@ async fn handle_connection(
             } else {
                 debug!(pid = req.pid, "ignoring cancel request with unknown key");
             }
+            // Close the client's cancel connection only now, as PostgreSQL does: once it
+            // is closed the client may rely on the backend having been signalled.
+            drop(stream);
         }
         Ok(Hello::Session {
             mut stream,

@@ -32,8 +32,14 @@ pub enum Hello {
         startup: StartupMessage,
         leftover: BytesMut,
     },
-    /// A CancelRequest (the connection carries nothing else).
-    Cancel(CancelRequest),
+    /// A CancelRequest (the connection carries nothing else). The client's stream is
+    /// kept open until the request has been acted on: PostgreSQL closes a cancel
+    /// connection only after it has signalled the backend, and drivers (asyncpg, libpq's
+    /// PQcancel users) wait for that close before they send the next query.
+    Cancel {
+        request: CancelRequest,
+        stream: ClientStream,
+    },
 }
 
 /// Why the startup phase failed. Each says whether the client should get an error.
@@ -216,7 +222,7 @@ impl First {
                 startup,
                 leftover,
             },
-            First::Cancel(c) => Hello::Cancel(c),
+            First::Cancel(request) => Hello::Cancel { request, stream },
         }
     }
 }
