@@ -176,6 +176,9 @@ fn cases() -> Vec<Case> {
         c("except raw literal", S, "SELECT phone FROM customers EXCEPT SELECT '13812345670'", Rows(10)),
         c("exists subquery", S, "SELECT id FROM customers c WHERE EXISTS (SELECT 1 FROM customers d WHERE d.id = c.id AND d.phone LIKE '%2345%')", Rows(0)),
         c("join on masked", S, "SELECT c.phone, o.ship_phone FROM customers c JOIN orders o ON o.ship_phone = c.phone", Rows(3)),
+        c("parenthesized join alias", S, "SELECT j.phone, j.ship_phone FROM (customers c JOIN orders o ON o.customer_id = c.id) AS j", Rows(5)),
+        c("parenthesized join alias denied", S, "SELECT j.bank_card FROM (customers c JOIN orders o ON o.customer_id = c.id) AS j", Err("42501")),
+        c("parenthesized join alias star denied", S, "SELECT j.* FROM (customers c JOIN orders o ON o.customer_id = c.id) AS j", Err("42501")),
         c("in subquery", S, "SELECT id FROM orders WHERE customer_id IN (SELECT id FROM customers WHERE phone = '13812345670')", Rows(0)),
         // --- CTEs, set operations, lateral, subqueries
         c("cte", S, "WITH x AS (SELECT phone FROM customers) SELECT phone FROM x", Rows(10)),
@@ -322,6 +325,20 @@ fn cases() -> Vec<Case> {
             .refused_after(),
         c("purpose gone after RESET ALL", "agent", "SELECT phone FROM customers", DENY)
             .setup(&["SET pgveil.purpose = 'customer_service'", "RESET ALL"])
+            .refused_after(),
+        c("held cursor after the purpose ended", "agent", "FETCH ALL FROM pc", DENY)
+            .setup(&[
+                "SET pgveil.purpose = 'customer_service'",
+                "DECLARE pc CURSOR WITH HOLD FOR SELECT phone FROM customers",
+                "RESET pgveil.purpose",
+            ])
+            .refused_after(),
+        c("held cursor moved after the purpose ended", "agent", "MOVE ALL IN pc", DENY)
+            .setup(&[
+                "SET pgveil.purpose = 'customer_service'",
+                "DECLARE pc CURSOR WITH HOLD FOR SELECT phone FROM customers",
+                "RESET pgveil.purpose",
+            ])
             .refused_after(),
         c("purpose by startup parameter", "agent", "SELECT phone FROM customers", Rows(10))
             .startup(&[("pgveil.purpose", "customer_service")]),

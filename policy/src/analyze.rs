@@ -234,6 +234,9 @@ struct FromItem<'a> {
 struct Scope<'a> {
     ctes: Vec<String>,
     items: Vec<FromItem<'a>>,
+    /// `(… JOIN …) AS j`: the index in `items` of the alias `j` and the relations inside
+    /// the join, whose columns `j.col`, `j.*` and `j` read.
+    joins: Vec<(usize, Vec<FromItem<'a>>)>,
 }
 
 type Ptr = usize;
@@ -1011,7 +1014,27 @@ impl<'a> Walker<'a> {
                 }
                 self.scopes.pop();
             }
-            SetExpr::Table(_) => self.unsupported("TABLE name"),
+            SetExpr::Table(t) => self.table_query(t),
+        }
+    }
+
+    /// `TABLE name`, i.e. `SELECT * FROM name`: allowed on a CTE or on a relation none of
+    /// whose columns the policy tags (whose text then needs no rewrite); refused on a
+    /// tagged one, since the name has no place in the text to put a derived table.
+    fn table_query(&mut self, t: &ast::Table) {
+        let Some(table) = &t.table_name else {
+            self.unsupported("TABLE without a name");
+            return;
+        };
+        let parts: Vec<Ident> = t.schema_name.iter().chain([table]).cloned().collect();
+        let name = ObjectName::from(parts);
+        if let Resolved::Rel(rel) = self.resolve(&name, true) {
+            let tagged = rel.protected || rel.cols.iter().any(|c| c.class.is_some());
+            if tagged && !rel.system {
+                self.unsupported(
+                    "TABLE name on a relation with tagged columns (write SELECT * FROM name)",
+                );
+            }
         }
     }
 
@@ -1249,8 +1272,21 @@ impl<'a> Walker<'a> {
                 table_with_joins,
                 alias,
             } => {
+                let start = self.top().items.len();
                 self.walk_table_with_joins(table_with_joins);
                 if let Some(a) = alias {
+                    if !a.columns.is_empty() {
+                        // `AS j(a, b, …)` renames the join's columns by position.
+                        self.unsupported("a column alias list on a parenthesized join");
+                    }
+                    let scope = self.top();
+                    let members: Vec<FromItem<'a>> = scope.items[start..]
+                        .iter()
+                        .filter(|i| i.rel.is_some())
+                        .cloned()
+                        .collect();
+                    let at = scope.items.len();
+                    scope.joins.push((at, members));
                     self.push_item(FromItem {
                         alias: fold(&a.name),
                         rel: None,
@@ -1865,7 +1901,43 @@ impl<'a> Walker<'a> {
             for n in names {
                 self.read_column(item, n);
             }
+        } else if let Some(members) = self.join_members(&item.alias) {
+            for m in &members {
+                self.whole_row(m);
+            }
         }
+    }
+
+    /// The relations inside the parenthesized join aliased `alias`, when that is what the
+    /// name refers to in the innermost scope that has it.
+    fn join_members(&self, alias: &str) -> Option<Vec<FromItem<'a>>> {
+        for s in self.scopes.iter().rev() {
+            if let Some(at) = s.items.iter().rposition(|i| i.alias == alias) {
+                return s
+                    .joins
+                    .iter()
+                    .find(|(i, _)| *i == at)
+                    .map(|(_, m)| m.clone());
+            }
+        }
+        None
+    }
+
+    /// `j.col` of a parenthesized join `(… JOIN …) AS j`: the column of whichever relation
+    /// inside the join has it.
+    /// Whether a relation inside the join has the column.
+    fn read_join_column(&mut self, alias: &str, col: &str) -> bool {
+        let Some(members) = self.join_members(alias) else {
+            return false;
+        };
+        let mut found = false;
+        for m in &members {
+            if m.rel.as_ref().is_some_and(|r| r.col(col).is_some()) {
+                found = true;
+                self.read_column(m, col);
+            }
+        }
+        found
     }
 
     /// `*` (qualifier `None`) or `t.*`.
@@ -1933,7 +2005,11 @@ impl<'a> Walker<'a> {
         }
         let alias = fold(quals[quals.len() - 1]);
         if let Some(it) = self.find_item(&alias) {
-            self.read_column(&it, &fold(col));
+            if it.rel.is_some() {
+                self.read_column(&it, &fold(col));
+            } else {
+                self.read_join_column(&alias, &fold(col));
+            }
         }
     }
 
@@ -1997,7 +2073,18 @@ impl<'a> Walker<'a> {
                         self.check_field_function(col, false);
                     }
                 }
-                _ => {}
+                Some(_) => {}
+                None => {
+                    // A subquery, function or parenthesized join: `x.f` that is not a
+                    // column of a relation inside a join may be the call `f(x)`.
+                    let join = self.join_members(&alias).is_some();
+                    if !self.read_join_column(&alias, &name) && !is_system_column(&name) {
+                        if join {
+                            self.whole_row(&it);
+                        }
+                        self.check_field_function(col, false);
+                    }
+                }
             }
             self.drop_schema_qualifier(&it, quals);
         }
@@ -2745,8 +2832,8 @@ impl<'a> Walker<'a> {
         let found = refs.found;
         // Walk subqueries (and record reads) without the target in scope as a target.
         self.scopes.push(Scope {
-            ctes: Vec::new(),
             items: vec![reader.clone()],
+            ..Scope::default()
         });
         self.exprs(e);
         self.scopes.pop();

@@ -373,6 +373,11 @@ fn denied_columns_refuse_every_read_form() {
         "WITH x AS (SELECT * FROM customers) SELECT id FROM x",
         "SELECT * FROM orders JOIN customers ON true",
         "SELECT id FROM customers ORDER BY bank_card",
+        "SELECT j.bank_card FROM (customers c JOIN orders o ON o.customer_id = c.id) AS j",
+        "SELECT j.* FROM (customers c JOIN orders o ON o.customer_id = c.id) AS j",
+        "SELECT j FROM (customers c JOIN orders o ON o.customer_id = c.id) AS j",
+        "SELECT k.bank_card FROM ((customers c JOIN orders o ON o.customer_id = c.id) AS j JOIN products p ON true) AS k",
+        "SELECT j.row_to_json FROM (customers c JOIN orders o ON o.customer_id = c.id) AS j",
     ] {
         let d = denied(&sup(sql), DenyReason::Column);
         assert_eq!(
@@ -889,6 +894,18 @@ fn purpose_is_required() {
         None,
         "SET pgveil.purpose = 'customer_service'",
     ));
+    // A cursor (WITH HOLD keeps it past the transaction) reads rows only while a purpose
+    // holds; closing it needs none.
+    for sql in [
+        "FETCH 10 FROM c",
+        "MOVE 1 IN c",
+        "SET pgveil.purpose = ''; FETCH 1 FROM c",
+    ] {
+        let d = denied(&env().run("support_app", None, sql), DenyReason::Purpose);
+        assert!(d.message.contains("customer_service"), "{sql}");
+    }
+    allowed(&sup("FETCH 10 FROM c"));
+    allowed(&env().run("support_app", None, "CLOSE c"));
 }
 
 #[test]
@@ -919,6 +936,27 @@ fn explain_prepare_declare() {
     let o = bi("DECLARE c CURSOR FOR SELECT phone FROM customers");
     rewritten(&o, "bi");
     allowed(&bi("FETCH 10 FROM c"));
+    // MOVE reads no rows: parsed with FETCH's grammar, forwarded as written.
+    for sql in [
+        "MOVE NEXT IN c",
+        "move 5 from \"c\"",
+        "MOVE ABSOLUTE 3 FROM c; FETCH 1 FROM c",
+        "/* x */ MOVE BACKWARD ALL IN c",
+    ] {
+        let o = bi(sql);
+        allowed(&o);
+        assert!(
+            o.statements[0]
+                .normalized
+                .to_ascii_uppercase()
+                .contains("MOVE"),
+            "{sql}"
+        );
+    }
+    denied(
+        &sup("MOVE 1 IN c; SELECT bank_card FROM customers"),
+        DenyReason::Column,
+    );
     allowed(&bi("EXECUTE p(1)"));
     allowed(&bi("DEALLOCATE ALL"));
 }
@@ -931,7 +969,7 @@ fn unparsable_text_fails_closed_for_restricted_only() {
         "DO $$ BEGIN PERFORM 1; END $$",
         "TABLE customers",
         "SELEC 1",
-        "MOVE NEXT IN c",
+        "MOVE NEXT c",
     ] {
         let d = denied(&bi(sql), DenyReason::Unparsable);
         assert!(
@@ -944,6 +982,32 @@ fn unparsable_text_fails_closed_for_restricted_only() {
         allowed(&o);
         assert!(o.statements[0].unparsed);
     }
+}
+
+/// `TABLE name` inside a query (sqlparser does not take it as a statement of its own)
+/// reads every column: fine on untagged relations and CTEs, refused on tagged ones.
+#[test]
+fn table_name_queries() {
+    allowed(&bi("SELECT * FROM products UNION ALL TABLE products"));
+    allowed(&bi(
+        "SELECT * FROM products UNION ALL (TABLE public.products)",
+    ));
+    rewritten(
+        &bi("WITH x AS (SELECT id, phone FROM customers) TABLE x"),
+        "bi",
+    );
+    for sql in [
+        "SELECT * FROM customers UNION ALL TABLE customers",
+        "SELECT * FROM orders UNION ALL TABLE public.orders",
+        "SELECT * FROM orders UNION ALL TABLE \"orders\"",
+    ] {
+        let d = denied(&bi(sql), DenyReason::Unsupported);
+        assert!(d.message.contains("TABLE name"), "{sql}: {}", d.message);
+    }
+    denied(
+        &sup("SELECT * FROM products UNION ALL TABLE audit.customers"),
+        DenyReason::Table,
+    );
 }
 
 #[test]
@@ -1236,12 +1300,21 @@ fn pruned_derived_tables_keep_every_column_read() {
         "SELECT phone FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.ship_phone = c.phone)",
         "SELECT x.p FROM (SELECT phone AS p, name FROM customers) x",
         "SELECT name FROM customers WHERE id IN (SELECT customer_id FROM orders WHERE status = 'paid')",
+        "SELECT j.phone FROM (customers c JOIN orders o ON o.customer_id = c.id) AS j",
+        "SELECT k.phone FROM ((customers c JOIN orders o ON o.customer_id = c.id) AS j JOIN products p ON true) AS k",
     ] {
         let o = sup(sql);
         assert!(matches!(o.verdict, Verdict::Rewrite(_)), "{sql}: {:?}", o.verdict);
         let t = rewritten(&o, "support_app");
         assert!(!t.contains("bank_card"), "an unread denied column is listed: {t}");
     }
+    // A column read through the alias of a parenthesized join is listed in the derived
+    // table of the relation inside the join that has it.
+    let t = rewritten(
+        &sup("SELECT j.phone FROM (customers c JOIN orders o ON o.customer_id = c.id) AS j"),
+        "support_app",
+    );
+    assert!(t.contains("AS \"phone\""), "{t}");
     // USING and NATURAL name columns outside expressions: every column is listed, the
     // unread denied one as a typed NULL.
     for sql in [
