@@ -306,6 +306,7 @@ pub(crate) fn decide_with_edits(
         return refuse_or_pass("expression too long to analyse".into());
     }
     let pieces = redact::redact_statements(tokens.iter().map(|t| &t.token));
+    move_as_fetch(&mut tokens);
     let parsed = Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(tokens)
@@ -448,8 +449,15 @@ fn gate(
             });
         }
     }
-    // PREPARE/DECLARE wrap reads: they need the purpose too (EXECUTE/FETCH do not).
-    let touches_data = kind != StatementKind::Session || !analysis.required.is_empty();
+    // PREPARE/DECLARE wrap reads: they need the purpose too. So does FETCH (and MOVE):
+    // a cursor, even one held past its transaction, reads rows only while a purpose
+    // holds. (EXECUTE is decided again from its PREPARE text, purpose included.)
+    let touches_data = kind != StatementKind::Session
+        || !analysis.required.is_empty()
+        || analysis
+            .effects
+            .iter()
+            .any(|e| matches!(e, SessionEffect::Fetch { .. }));
     if touches_data
         && !role.purposes.is_empty()
         && !purpose.is_some_and(|p| role.purposes.iter().any(|r| r == p))
@@ -521,6 +529,28 @@ fn report(
 /// A first guess at the number of tokens of `sql` (a token and its whitespace take
 /// about four bytes in ordinary SQL), so the token vector rarely grows; capped so a
 /// huge text does not reserve more than it is likely to use.
+/// `MOVE` has `FETCH`'s grammar and returns no rows, but sqlparser knows only `FETCH`:
+/// a `MOVE` that starts a statement is parsed as one (its text goes out unchanged).
+fn move_as_fetch(tokens: &mut [TokenWithSpan]) {
+    let mut at_start = true;
+    for t in tokens.iter_mut() {
+        match &t.token {
+            Token::Whitespace(_) => continue,
+            Token::SemiColon => {
+                at_start = true;
+                continue;
+            }
+            Token::Word(w)
+                if at_start && w.quote_style.is_none() && w.value.eq_ignore_ascii_case("move") =>
+            {
+                t.token = Token::make_keyword("FETCH");
+            }
+            _ => {}
+        }
+        at_start = false;
+    }
+}
+
 fn token_estimate(sql: &str) -> usize {
     (sql.len() / 4 + 8).min(4096)
 }
