@@ -1341,3 +1341,49 @@ async fn masked_portals_reached_no_other_way() {
     seen.extend(sess.simple("COMMIT").await);
     assert_no_leaks(&seen, &forbidden);
 }
+
+/// Two users of one role share the decision cache, but `"$user"` in search_path makes
+/// the same text name other relations for each: desk_a's `customer_view` is a plain
+/// table of its own schema (allowed as written), desk_b's is the public view over the
+/// raw phones (refused). desk_a's decision must not answer desk_b's statement.
+#[tokio::test]
+async fn user_schema_decisions_are_not_shared_between_users() {
+    let db = "shop_user_schema";
+    shop::shop_db(db);
+    postgres().psql_admin(
+        db,
+        "DROP SCHEMA IF EXISTS desk_a CASCADE; CREATE SCHEMA desk_a;
+         CREATE TABLE desk_a.customer_view (id bigint, name text, phone text);
+         INSERT INTO desk_a.customer_view VALUES (1, 'decoy', 'decoy');
+         GRANT USAGE ON SCHEMA desk_a TO desk_a; GRANT SELECT ON desk_a.customer_view TO desk_a;",
+    );
+    let proxy = start_proxy(ProxyOptions {
+        policy: Some(shop::test_policy()),
+        ..Default::default()
+    })
+    .await;
+    let forbidden = forbidden();
+    let sql = "SELECT phone FROM customer_view";
+    let mut seen = Vec::new();
+    for extended in [false, true] {
+        let (mut a, login) = Session::open(proxy.port(), "desk_a", db, &[]).await;
+        seen.extend(login);
+        let r = if extended {
+            a.extended(sql, &[]).await
+        } else {
+            a.simple(sql).await
+        };
+        assert_eq!(summary(&r), (1, None), "desk_a reads its own table: {r:?}");
+        seen.extend(r);
+        let (mut b, login) = Session::open(proxy.port(), "desk_b", db, &[]).await;
+        seen.extend(login);
+        let r = if extended {
+            b.extended(sql, &[]).await
+        } else {
+            b.simple(sql).await
+        };
+        assert_eq!(summary(&r).1.as_deref(), Some("42501"), "desk_b: {r:?}");
+        seen.extend(r);
+    }
+    assert_no_leaks(&seen, &forbidden);
+}

@@ -133,7 +133,7 @@ pub fn forbidden() -> Vec<String> {
 }
 
 /// Login roles of the fixture (cluster-wide, created idempotently).
-pub const LOGINS: [&str; 7] = [
+pub const LOGINS: [&str; 9] = [
     "support_app",
     "cs_alice",
     "bi",
@@ -141,6 +141,8 @@ pub const LOGINS: [&str; 7] = [
     "capped",
     "agent",
     "scratch",
+    "desk_a",
+    "desk_b",
 ];
 
 fn q(s: &str) -> String {
@@ -240,6 +242,14 @@ statements = ["select", "update"]
 tables = ["public.customers", "public.orders"]
 see = { default = "masked", bank_card = "deny" }
 purposes = ["customer_service"]
+
+# Two users of one role, each with a schema of their own named after them (desk_a has
+# one, desk_b not), which `"$user"` in search_path puts first.
+[roles.desk]
+users = ["desk_*"]
+statements = ["select"]
+tables = ["public.*", "desk_*.*"]
+see = { default = "masked" }
 
 # May create temp tables, copy out and explain: everything masked.
 [roles.scratch]

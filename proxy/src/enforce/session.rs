@@ -16,7 +16,7 @@ use pgveil_policy::output::RowMasks;
 use pgveil_policy::shape::{self, Template};
 
 use super::audit_json::{AuditJson, SessionIds};
-use super::cache::context_hash;
+use super::cache::{context_hash, user_context};
 use super::statements::{Prepared, Statements};
 use super::{ActivePolicy, Enforcement};
 use crate::audit::{AuditError, AuditEvent, AuditSlot, EventKind};
@@ -379,8 +379,8 @@ impl Enforcer {
             .and_then(|r| self.active.policy.roles.get(r))
     }
 
-    /// The decision context now (policy generation, catalog version, role, purpose,
-    /// search_path, temp schema, hashed) and the catalog snapshot it was read from;
+    /// The decision context now (policy generation, catalog version, role, user,
+    /// purpose, search_path, temp schema, hashed) and the catalog snapshot it was read from;
     /// adopts a reloaded policy first.
     fn context_now(&mut self) -> (u64, Option<Arc<Snapshot>>) {
         if self.shared.generation() != self.active.generation {
@@ -404,13 +404,16 @@ impl Enforcer {
         let context = match self.context {
             Some((v, h)) if v == version => h,
             _ => {
-                let h = context_hash(
-                    self.active.generation,
-                    version,
-                    self.role.as_deref().unwrap_or(""),
-                    self.purpose.as_deref(),
-                    &self.search_path,
-                    self.temp_schema.as_deref(),
+                let h = user_context(
+                    context_hash(
+                        self.active.generation,
+                        version,
+                        self.role.as_deref().unwrap_or(""),
+                        self.purpose.as_deref(),
+                        &self.search_path,
+                        self.temp_schema.as_deref(),
+                    ),
+                    &self.ids.user,
                 );
                 self.context = Some((version, h));
                 h
