@@ -1387,3 +1387,41 @@ async fn user_schema_decisions_are_not_shared_between_users() {
     }
     assert_no_leaks(&seen, &forbidden);
 }
+
+/// A statement prepared with SQL PREPARE and then bound through the extended protocol
+/// (both share one name space): PostgreSQL re-analyses it after the catalog changed, so
+/// the Bind must be checked like an EXECUTE. Here the PREPARE read a temp table named
+/// like the public view over raw phones; once the temp table is dropped, the same text
+/// reads the view.
+#[tokio::test]
+async fn sql_prepared_statement_bound_after_its_relation_changed() {
+    let db = "shop_sql_prepared_bind";
+    let proxy = corpus_proxy(db).await;
+    let forbidden = forbidden();
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    let mut seen = Vec::new();
+    for sql in [
+        "CREATE TEMP TABLE customer_view (id bigint, name text, phone text)",
+        "INSERT INTO customer_view VALUES (1, 'decoy', 'decoy')",
+        "PREPARE p AS SELECT phone FROM customer_view",
+    ] {
+        let r = sess.simple(sql).await;
+        assert_eq!(summary(&r).1, None, "{sql}: {r:?}");
+        seen.extend(r);
+    }
+    let r = pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await;
+    assert_eq!(summary(&r), (1, None), "the temp table's row: {r:?}");
+    seen.extend(r);
+    seen.extend(sess.simple("DROP TABLE pg_temp.customer_view").await);
+    let r = pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await;
+    assert_eq!(sqlstates(&r), vec!["42501".to_string()], "{r:?}");
+    seen.extend(r);
+    // Still refused by EXECUTE; usable afterwards.
+    let r = sess.simple("EXECUTE p").await;
+    assert_eq!(summary(&r).1.as_deref(), Some("42501"), "{r:?}");
+    seen.extend(r);
+    let r = sess.simple("DEALLOCATE p; SELECT 1").await;
+    assert_eq!(summary(&r), (1, None), "{r:?}");
+    seen.extend(r);
+    assert_no_leaks(&seen, &forbidden);
+}

@@ -276,6 +276,18 @@ fn execute_target(normalized: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_lowercase())
 }
 
+/// The refusal of an EXECUTE (or Bind) of SQL-prepared statement `name` whose decision
+/// changed since its PREPARE.
+fn changed_since_prepared(name: &str) -> ProxyError {
+    ProxyError::error(
+        "42501",
+        format!(
+            "pgveil: the decision for prepared statement \"{name}\" changed since it was prepared (policy, search_path or tables)"
+        ),
+    )
+    .with_hint("DEALLOCATE it and PREPARE it again")
+}
+
 /// Split a `search_path` setting ("\"$user\", public") into its entries as written.
 pub fn split_search_path(value: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -487,15 +499,6 @@ impl Enforcer {
     /// proxy masks (they would come back unmasked under the EXECUTE); or a name the
     /// session never prepared.
     fn stale_sql_execute(&mut self, outcome: &Outcome) -> Option<ProxyError> {
-        let changed = |name: &str| {
-            ProxyError::error(
-                "42501",
-                format!(
-                    "pgveil: the decision for prepared statement \"{name}\" changed since it was prepared (policy, search_path or tables)"
-                ),
-            )
-            .with_hint("DEALLOCATE it and PREPARE it again")
-        };
         // Names prepared earlier in this same text, in the context it is decided in.
         let mut here: Vec<&str> = Vec::new();
         for report in outcome.statements.iter() {
@@ -518,19 +521,18 @@ impl Enforcer {
                     }
                     let now = self.decide(&sql, false).0;
                     if !same_verdict(then.as_deref(), Some(&*now)) {
-                        return Some(changed(&name));
+                        return Some(changed_since_prepared(&name));
                     }
                     continue;
                 }
-                let Some((text, then)) = self.sql_prepared.get(&name).cloned() else {
+                if !self.sql_prepared.contains_key(&name) {
                     return Some(ProxyError::error(
                         "26000",
                         format!("prepared statement \"{name}\" does not exist"),
                     ));
-                };
-                let now = self.decide(&text, false).0.verdict.clone();
-                if now != then {
-                    return Some(changed(&name));
+                }
+                if let Some(e) = self.sql_prepared_changed(&name) {
+                    return Some(e);
                 }
             }
             for effect in &report.effects {
@@ -544,6 +546,15 @@ impl Enforcer {
             }
         }
         None
+    }
+
+    /// A statement of SQL PREPARE `name` whose PREPARE would be decided differently now
+    /// (PostgreSQL re-resolves its names when it runs it, by EXECUTE or by a protocol
+    /// Bind, since both share one name space): the refusal to send instead.
+    fn sql_prepared_changed(&mut self, name: &str) -> Option<ProxyError> {
+        let (text, then) = self.sql_prepared.get(name).cloned()?;
+        let now = self.decide(&text, false).0.verdict.clone();
+        (now != then).then(|| changed_since_prepared(name))
     }
 
     /// A relation was unknown: worth one catalog reload before refusing?
@@ -982,6 +993,13 @@ impl SessionHook for Enforcer {
         // the one the decision was taken in.
         if self.waits_for_settle(statement) {
             return Verdict::Retry;
+        }
+        // A statement of SQL PREPARE (not in the protocol books) is re-analysed by the
+        // server just the same: checked like its EXECUTE.
+        if self.restricted && self.statements.get(statement).is_none() {
+            if let Some(e) = self.sql_prepared_changed(statement) {
+                return Verdict::Refuse(e);
+            }
         }
         let known = self.statements.get(statement).map(|p| p.reusable_in);
         let unchanged = match known {
