@@ -253,6 +253,11 @@ fn cases() -> Vec<Case> {
         c("search_path empty", S, "SELECT phone FROM customers", ErrOneOf(&["42P01", "42501"])).setup(&["SET search_path = ''"]),
         c("view not allowed to support", S, "SELECT * FROM customer_view", DENY),
         c("view masked or denied for analyst", A, "SELECT * FROM customer_view", RowsOrErr(10, "42501")),
+        c("tagged view column", A, "SELECT phone FROM contact_card", Rows(10)),
+        c("untagged column of a tagged view", A, "SELECT ident FROM contact_card", DENY),
+        c("untagged column of a tagged view by star", A, "SELECT * FROM contact_card", DENY),
+        c("untagged column of a tagged view in where", A, "SELECT phone FROM contact_card WHERE ident LIKE '1101%'", DENY),
+        c("untagged column of a tagged view by whole row", A, "SELECT row_to_json(v) FROM contact_card v", DENY),
         c("analyst star masked", A, "SELECT * FROM customers", Rows(10)),
         // --- cursors, prepared statements, COPY
         c("cursor fetch", S, "FETCH 5 FROM cur", Rows(5)).setup(&["BEGIN", "DECLARE cur CURSOR FOR SELECT phone, id_card FROM customers"]),

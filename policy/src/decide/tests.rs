@@ -531,8 +531,19 @@ fn views_over_protected_columns() {
     // Through another (untagged) view: still a read of customers.phone.
     denied(&bi("SELECT * FROM names_again"), DenyReason::View);
     allowed(&bi("CREATE VIEW v AS SELECT * FROM products"));
-    let t = rewritten(&bi("SELECT * FROM customer_contacts"), "bi");
+    let t = rewritten(&bi("SELECT phone FROM customer_contacts"), "bi");
     assert!(t.contains("\"customer_contacts\""));
+    // A tagged view over protected columns: its untagged columns may show any of them
+    // (`id_card AS ident`), so they are refused, `*` included.
+    for sql in [
+        "SELECT * FROM customer_contacts",
+        "SELECT id FROM customer_contacts",
+        "SELECT phone FROM customer_contacts WHERE id = 1",
+        "SELECT c FROM customer_contacts c",
+    ] {
+        let d = denied(&bi(sql), DenyReason::Column);
+        assert!(d.message.contains("is not tagged"), "{sql}: {}", d.message);
+    }
 }
 
 // ----- functions ------------------------------------------------------------------------
