@@ -1428,5 +1428,24 @@ async fn sql_prepared_statement_bound_after_its_relation_changed() {
     let r = sess.simple("DEALLOCATE p; SELECT 1").await;
     assert_eq!(summary(&r), (1, None), "{r:?}");
     seen.extend(r);
+    // A DEALLOCATE that failed on the server (in an aborted transaction) leaves the
+    // statement there while the proxy's books lost it: its Bind is refused too.
+    for sql in [
+        "CREATE TEMP TABLE customer_view (id bigint, name text, phone text)",
+        "PREPARE p AS SELECT phone FROM customer_view",
+        "BEGIN",
+        "SELECT 1/0",
+        "DEALLOCATE p",
+        "ROLLBACK",
+        "DROP TABLE pg_temp.customer_view",
+    ] {
+        seen.extend(sess.simple(sql).await);
+    }
+    let r = pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await;
+    assert_eq!(sqlstates(&r), vec!["26000".to_string()], "{r:?}");
+    seen.extend(r);
+    let r = sess.simple("SELECT 1").await;
+    assert_eq!(summary(&r), (1, None), "{r:?}");
+    seen.extend(r);
     assert_no_leaks(&seen, &forbidden);
 }

@@ -995,8 +995,18 @@ impl SessionHook for Enforcer {
             return Verdict::Retry;
         }
         // A statement of SQL PREPARE (not in the protocol books) is re-analysed by the
-        // server just the same: checked like its EXECUTE.
+        // server just the same: checked like its EXECUTE. A name in neither book is
+        // one the proxy cannot vouch for (a DEALLOCATE it entered may have failed on
+        // the server): refused, as the server refuses a name it does not hold.
         if self.restricted && self.statements.get(statement).is_none() {
+            if !self.sql_prepared.contains_key(statement) {
+                let message = if statement.is_empty() {
+                    "unnamed prepared statement does not exist".to_owned()
+                } else {
+                    format!("prepared statement \"{statement}\" does not exist")
+                };
+                return Verdict::Refuse(ProxyError::error("26000", message));
+            }
             if let Some(e) = self.sql_prepared_changed(statement) {
                 return Verdict::Refuse(e);
             }
