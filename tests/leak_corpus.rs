@@ -1417,6 +1417,19 @@ async fn sql_prepared_statement_bound_after_its_relation_changed() {
     let r = pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await;
     assert_eq!(summary(&r), (1, None), "the temp table's row: {r:?}");
     seen.extend(r);
+    // SET search_path and EXECUTE in one text: the EXECUTE was checked under the old path
+    // (temp table first), PostgreSQL runs it under the new one (the public view first).
+    let r = sess
+        .simple("SET search_path = public, pg_temp; EXECUTE p")
+        .await;
+    assert_eq!(summary(&r).1.as_deref(), Some("42501"), "{r:?}");
+    seen.extend(r);
+    // The DROP and the EXECUTE in one text: the EXECUTE was decided before the DROP ran.
+    let r = sess
+        .simple("DROP TABLE pg_temp.customer_view; EXECUTE p")
+        .await;
+    assert_eq!(summary(&r).1.as_deref(), Some("42501"), "{r:?}");
+    seen.extend(r);
     seen.extend(sess.simple("DROP TABLE pg_temp.customer_view").await);
     let r = pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await;
     assert_eq!(sqlstates(&r), vec!["42501".to_string()], "{r:?}");

@@ -206,6 +206,9 @@ pub(crate) struct Analysis {
     pub target: Option<crate::output::Target>,
     /// See [`crate::decide::StatementReport::unknown_columns`].
     pub unknown_columns: bool,
+    /// EXECUTE of a prepared statement, which PostgreSQL re-analyses against the
+    /// catalog as it is when it runs.
+    pub runs_prepared: bool,
 }
 
 /// Inputs shared by every statement of one `decide` call.
@@ -488,6 +491,7 @@ impl<'a> Walker<'a> {
                 ..
             } => {
                 self.set_kind(K::Session);
+                self.out.runs_prepared = true;
                 if *immediate || name.is_none() || !into.is_empty() || !using.is_empty() {
                     self.unsupported("only EXECUTE of a prepared statement is supported");
                 }

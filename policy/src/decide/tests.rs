@@ -1023,6 +1023,20 @@ fn inheritance_and_sampling_on_protected_relations_are_refused() {
     allowed(&bi("SELECT * FROM ONLY products"));
 }
 
+/// PostgreSQL analyses a prepared statement again when the catalog or search_path changed
+/// under it, so an EXECUTE after DDL, DISCARD TEMP or SET search_path in the same text
+/// would run names resolved against a catalog or path the decision never saw.
+#[test]
+fn execute_after_ddl_in_the_same_text_is_refused() {
+    denied(&bi("DISCARD TEMP; EXECUTE p"), DenyReason::Ddl);
+    denied(&bi("DISCARD TEMP; EXECUTE p (1)"), DenyReason::Ddl);
+    denied(&bi("SET search_path = public; EXECUTE p"), DenyReason::Ddl);
+    denied(&bi("RESET search_path; EXECUTE p"), DenyReason::Ddl);
+    allowed(&bi("EXECUTE p (1)"));
+    allowed(&bi("EXECUTE p (1); DISCARD TEMP"));
+    allowed(&bi("SET search_path = public; SELECT * FROM products"));
+}
+
 // ----- roles ----------------------------------------------------------------------------
 
 #[test]
