@@ -1460,5 +1460,30 @@ async fn sql_prepared_statement_bound_after_its_relation_changed() {
     let r = sess.simple("SELECT 1").await;
     assert_eq!(summary(&r), (1, None), "{r:?}");
     seen.extend(r);
+    // The DROP as a Query pipelined before the Bind (SQL-prepared and protocol-parsed).
+    for sql in [
+        "DEALLOCATE ALL",
+        "CREATE TEMP TABLE customer_view (id bigint, name text, phone text)",
+        "PREPARE p AS SELECT phone FROM customer_view",
+    ] {
+        seen.extend(sess.simple(sql).await);
+    }
+    seen.extend(
+        pipeline(
+            &mut sess,
+            &[parse("s", "SELECT phone FROM customer_view"), sync()],
+            1,
+        )
+        .await,
+    );
+    let drop = raw::message(b'Q', b"DROP TABLE pg_temp.customer_view\0");
+    let r = pipeline(
+        &mut sess,
+        &[drop, bind_execute("p"), sync(), bind_execute("s"), sync()],
+        3,
+    )
+    .await;
+    assert_eq!(data_rows(&r), 0, "{r:?}");
+    seen.extend(r);
     assert_no_leaks(&seen, &forbidden);
 }

@@ -169,6 +169,11 @@ pub struct Enforcer {
     /// ([`Statements::must_settle`]); `settle` wakes the session when one settles.
     awaiting_settle: bool,
     settle: Arc<tokio::sync::Notify>,
+    /// Forwarded Queries and Syncs whose ReadyForQuery has not come back yet.
+    readies_owed: u64,
+    /// A forwarded statement changes how names resolve (DDL, DISCARD, search_path)
+    /// and the server has not run it yet: see [`ResolutionChange`].
+    resolution_change: Option<ResolutionChange>,
     /// SQL-level `PREPARE name AS …`: the text that prepared it and its decision then.
     /// PostgreSQL re-resolves names at EXECUTE, so EXECUTE is decided again.
     sql_prepared: HashMap<String, (String, PolicyVerdict)>,
@@ -276,6 +281,20 @@ fn execute_target(normalized: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_lowercase())
 }
 
+/// A forwarded statement that changes how names resolve, which the server has not run
+/// yet.
+#[derive(Debug, Clone, Copy)]
+struct ResolutionChange {
+    /// ReadyForQuery messages until the server has run it (those owed before it, and
+    /// its own).
+    readies_left: u64,
+    /// The message that makes the server answer it (its Query, or the Sync after its
+    /// Parse) was forwarded.
+    requested: bool,
+    /// It changed the catalog: read it again once the server ran it.
+    catalog: bool,
+}
+
 /// The refusal of an EXECUTE (or Bind) of SQL-prepared statement `name` whose decision
 /// changed since its PREPARE.
 fn changed_since_prepared(name: &str) -> ProxyError {
@@ -360,6 +379,8 @@ impl Enforcer {
             statements: Statements::default(),
             awaiting_settle: false,
             settle: Arc::default(),
+            readies_owed: 0,
+            resolution_change: None,
             sql_prepared: HashMap::default(),
             portals: HashMap::default(),
             portal_ops: Default::default(),
@@ -595,6 +616,20 @@ impl Enforcer {
         true
     }
 
+    /// A statement about to be forwarded changes how names resolve (`catalog`: DDL or
+    /// DISCARD, else search_path): decisions after it wait until the server ran it.
+    fn resolution_changes(&mut self, catalog: bool) {
+        if !self.restricted {
+            return;
+        }
+        let catalog = catalog || self.resolution_change.as_ref().is_some_and(|c| c.catalog);
+        self.resolution_change = Some(ResolutionChange {
+            readies_left: self.readies_owed + 1,
+            requested: false,
+            catalog,
+        });
+    }
+
     fn apply_effects(&mut self, sql: &str, outcome: &Outcome) {
         for report in outcome.statements.iter() {
             for effect in &report.effects {
@@ -604,10 +639,12 @@ impl Enforcer {
                         self.context = None;
                         self.wants_probe = true;
                         self.changed_in_tx |= self.tx_status != b'I';
+                        self.resolution_changes(false);
                     }
                     SessionEffect::ResetSearchPath => {
                         self.wants_probe = true;
                         self.changed_in_tx |= self.tx_status != b'I';
+                        self.resolution_changes(false);
                     }
                     SessionEffect::SetPurpose(p) => {
                         self.purpose = Some(p.as_str().into()).filter(|p: &Arc<str>| !p.is_empty());
@@ -621,6 +658,7 @@ impl Enforcer {
                         self.refresh_since = Some(Instant::now());
                         self.wants_probe = true;
                         self.changed_in_tx |= self.tx_status != b'I';
+                        self.resolution_changes(true);
                     }
                     SessionEffect::Prepare { name } => {
                         self.sql_prepared
@@ -634,6 +672,20 @@ impl Enforcer {
                 }
             }
         }
+    }
+
+    /// Whether a decision must first wait for the server to run a forwarded statement
+    /// that changes how names resolve (and for the catalog to be read again after it):
+    /// decided before, a statement pipelined behind `DROP TABLE pg_temp.t` resolved `t`
+    /// to the dropped table while PostgreSQL ran it on the relation `t` names now. Only
+    /// once the message that makes the server answer it was forwarded (a wait for a Sync
+    /// still behind the waiting message would never end).
+    fn waits_for_resolution_change(&mut self) -> bool {
+        let waits = self.restricted && self.resolution_change.as_ref().is_some_and(|c| c.requested);
+        if waits {
+            self.awaiting_settle = true;
+        }
+        waits
     }
 
     /// Whether a Bind of statement `name` must first wait for the server to settle a
@@ -838,6 +890,9 @@ impl Enforcer {
         if let Some(e) = self.protocol_guard() {
             return (Verdict::Refuse(e), None);
         }
+        if self.waits_for_resolution_change() {
+            return (Verdict::Retry, None);
+        }
         let started = Instant::now();
         let simple = tags.is_some();
         let (outcome, context) = self.decide(sql, simple);
@@ -935,7 +990,15 @@ impl Enforcer {
 impl SessionHook for Enforcer {
     fn on_query(&mut self, sql: &str, tags: &mut Vec<StatementTag>) -> Verdict {
         self.batches += 1;
-        self.verdict(sql, Some(tags)).0
+        let v = self.verdict(sql, Some(tags)).0;
+        if !matches!(v, Verdict::Retry) {
+            // Forwarded (a refusal as a query that fails): the server answers it.
+            self.readies_owed += 1;
+            if let Some(change) = &mut self.resolution_change {
+                change.requested = true;
+            }
+        }
+        v
     }
 
     fn on_undecodable_text(&mut self) -> Option<ProxyError> {
@@ -991,7 +1054,7 @@ impl SessionHook for Enforcer {
         // change, so a decision taken at Parse time under another policy, path or
         // shadowing table is stale: a Bind decides again unless the decision context is
         // the one the decision was taken in.
-        if self.waits_for_settle(statement) {
+        if self.waits_for_settle(statement) || self.waits_for_resolution_change() {
             return Verdict::Retry;
         }
         // A statement of SQL PREPARE (not in the protocol books) is re-analysed by the
@@ -1140,6 +1203,10 @@ impl SessionHook for Enforcer {
     fn on_sync(&mut self) {
         self.batches += 1;
         self.statements.synced();
+        self.readies_owed += 1;
+        if let Some(change) = &mut self.resolution_change {
+            change.requested = true;
+        }
     }
 
     fn on_portal_change(&mut self, change: StatementChange) {
@@ -1243,6 +1310,19 @@ impl SessionHook for Enforcer {
 
     fn on_ready(&mut self, status: u8) {
         self.tx_status = status;
+        self.readies_owed = self.readies_owed.saturating_sub(1);
+        if let Some(change) = &mut self.resolution_change {
+            change.readies_left = change.readies_left.saturating_sub(1);
+            if change.readies_left == 0 {
+                if change.catalog {
+                    self.refresh_since = Some(Instant::now());
+                }
+                self.resolution_change = None;
+                if std::mem::take(&mut self.awaiting_settle) {
+                    self.settle.notify_one();
+                }
+            }
+        }
         if status == b'I' {
             // Outside a transaction no portal survives.
             self.doubtful_portals.clear();
