@@ -256,6 +256,11 @@ fn cases() -> Vec<Case> {
         c("search_path empty", S, "SELECT phone FROM customers", ErrOneOf(&["42P01", "42501"])).setup(&["SET search_path = ''"]),
         c("view not allowed to support", S, "SELECT * FROM customer_view", DENY),
         c("view masked or denied for analyst", A, "SELECT * FROM customer_view", RowsOrErr(10, "42501")),
+        c("tagged view column", A, "SELECT phone FROM contact_card", Rows(10)),
+        c("untagged column of a tagged view", A, "SELECT ident FROM contact_card", DENY),
+        c("untagged column of a tagged view by star", A, "SELECT * FROM contact_card", DENY),
+        c("untagged column of a tagged view in where", A, "SELECT phone FROM contact_card WHERE ident LIKE '1101%'", DENY),
+        c("untagged column of a tagged view by whole row", A, "SELECT row_to_json(v) FROM contact_card v", DENY),
         c("analyst star masked", A, "SELECT * FROM customers", Rows(10)),
         // --- cursors, prepared statements, COPY
         c("cursor fetch", S, "FETCH 5 FROM cur", Rows(5)).setup(&["BEGIN", "DECLARE cur CURSOR FOR SELECT phone, id_card FROM customers"]),
@@ -1356,5 +1361,146 @@ async fn masked_portals_reached_no_other_way() {
     assert_eq!(data_rows(&r), 11, "{r:?}");
     seen.extend(r);
     seen.extend(sess.simple("COMMIT").await);
+    assert_no_leaks(&seen, &forbidden);
+}
+
+/// Two users of one role share the decision cache, but `"$user"` in search_path makes
+/// the same text name other relations for each: desk_a's `customer_view` is a plain
+/// table of its own schema (allowed as written), desk_b's is the public view over the
+/// raw phones (refused). desk_a's decision must not answer desk_b's statement.
+#[tokio::test]
+async fn user_schema_decisions_are_not_shared_between_users() {
+    let db = "shop_user_schema";
+    shop::shop_db(db);
+    postgres().psql_admin(
+        db,
+        "DROP SCHEMA IF EXISTS desk_a CASCADE; CREATE SCHEMA desk_a;
+         CREATE TABLE desk_a.customer_view (id bigint, name text, phone text);
+         INSERT INTO desk_a.customer_view VALUES (1, 'decoy', 'decoy');
+         GRANT USAGE ON SCHEMA desk_a TO desk_a; GRANT SELECT ON desk_a.customer_view TO desk_a;",
+    );
+    let proxy = start_proxy(ProxyOptions {
+        policy: Some(shop::test_policy()),
+        ..Default::default()
+    })
+    .await;
+    let forbidden = forbidden();
+    let sql = "SELECT phone FROM customer_view";
+    let mut seen = Vec::new();
+    for extended in [false, true] {
+        let (mut a, login) = Session::open(proxy.port(), "desk_a", db, &[]).await;
+        seen.extend(login);
+        let r = if extended {
+            a.extended(sql, &[]).await
+        } else {
+            a.simple(sql).await
+        };
+        assert_eq!(summary(&r), (1, None), "desk_a reads its own table: {r:?}");
+        seen.extend(r);
+        let (mut b, login) = Session::open(proxy.port(), "desk_b", db, &[]).await;
+        seen.extend(login);
+        let r = if extended {
+            b.extended(sql, &[]).await
+        } else {
+            b.simple(sql).await
+        };
+        assert_eq!(summary(&r).1.as_deref(), Some("42501"), "desk_b: {r:?}");
+        seen.extend(r);
+    }
+    assert_no_leaks(&seen, &forbidden);
+}
+
+/// A statement prepared with SQL PREPARE and then bound through the extended protocol
+/// (both share one name space): PostgreSQL re-analyses it after the catalog changed, so
+/// the Bind must be checked like an EXECUTE. Here the PREPARE read a temp table named
+/// like the public view over raw phones; once the temp table is dropped, the same text
+/// reads the view.
+#[tokio::test]
+async fn sql_prepared_statement_bound_after_its_relation_changed() {
+    let db = "shop_sql_prepared_bind";
+    let proxy = corpus_proxy(db).await;
+    let forbidden = forbidden();
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    let mut seen = Vec::new();
+    for sql in [
+        "CREATE TEMP TABLE customer_view (id bigint, name text, phone text)",
+        "INSERT INTO customer_view VALUES (1, 'decoy', 'decoy')",
+        "PREPARE p AS SELECT phone FROM customer_view",
+    ] {
+        let r = sess.simple(sql).await;
+        assert_eq!(summary(&r).1, None, "{sql}: {r:?}");
+        seen.extend(r);
+    }
+    let r = pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await;
+    assert_eq!(summary(&r), (1, None), "the temp table's row: {r:?}");
+    seen.extend(r);
+    // SET search_path and EXECUTE in one text: the EXECUTE was checked under the old path
+    // (temp table first), PostgreSQL runs it under the new one (the public view first).
+    let r = sess
+        .simple("SET search_path = public, pg_temp; EXECUTE p")
+        .await;
+    assert_eq!(summary(&r).1.as_deref(), Some("42501"), "{r:?}");
+    seen.extend(r);
+    // The DROP and the EXECUTE in one text: the EXECUTE was decided before the DROP ran.
+    let r = sess
+        .simple("DROP TABLE pg_temp.customer_view; EXECUTE p")
+        .await;
+    assert_eq!(summary(&r).1.as_deref(), Some("42501"), "{r:?}");
+    seen.extend(r);
+    seen.extend(sess.simple("DROP TABLE pg_temp.customer_view").await);
+    let r = pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await;
+    assert_eq!(sqlstates(&r), vec!["42501".to_string()], "{r:?}");
+    seen.extend(r);
+    // Still refused by EXECUTE; usable afterwards.
+    let r = sess.simple("EXECUTE p").await;
+    assert_eq!(summary(&r).1.as_deref(), Some("42501"), "{r:?}");
+    seen.extend(r);
+    let r = sess.simple("DEALLOCATE p; SELECT 1").await;
+    assert_eq!(summary(&r), (1, None), "{r:?}");
+    seen.extend(r);
+    // A DEALLOCATE that failed on the server (in an aborted transaction) leaves the
+    // statement there while the proxy's books lost it: its Bind is refused too.
+    for sql in [
+        "CREATE TEMP TABLE customer_view (id bigint, name text, phone text)",
+        "PREPARE p AS SELECT phone FROM customer_view",
+        "BEGIN",
+        "SELECT 1/0",
+        "DEALLOCATE p",
+        "ROLLBACK",
+        "DROP TABLE pg_temp.customer_view",
+    ] {
+        seen.extend(sess.simple(sql).await);
+    }
+    let r = pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await;
+    assert_eq!(sqlstates(&r), vec!["26000".to_string()], "{r:?}");
+    seen.extend(r);
+    let r = sess.simple("SELECT 1").await;
+    assert_eq!(summary(&r), (1, None), "{r:?}");
+    seen.extend(r);
+    // The DROP as a Query pipelined before the Bind (SQL-prepared and protocol-parsed).
+    for sql in [
+        "DEALLOCATE ALL",
+        "CREATE TEMP TABLE customer_view (id bigint, name text, phone text)",
+        "PREPARE p AS SELECT phone FROM customer_view",
+    ] {
+        seen.extend(sess.simple(sql).await);
+    }
+    seen.extend(
+        pipeline(
+            &mut sess,
+            &[parse("s", "SELECT phone FROM customer_view"), sync()],
+            1,
+        )
+        .await,
+    );
+    let drop = raw::message(b'Q', b"DROP TABLE pg_temp.customer_view\0");
+    let r = pipeline(
+        &mut sess,
+        &[drop, bind_execute("p"), sync(), bind_execute("s"), sync()],
+        3,
+    )
+    .await;
+    assert_eq!(data_rows(&r), 0, "{r:?}");
+    seen.extend(r);
     assert_no_leaks(&seen, &forbidden);
 }

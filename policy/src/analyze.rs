@@ -206,6 +206,9 @@ pub(crate) struct Analysis {
     pub target: Option<crate::output::Target>,
     /// See [`crate::decide::StatementReport::unknown_columns`].
     pub unknown_columns: bool,
+    /// EXECUTE of a prepared statement, which PostgreSQL re-analyses against the
+    /// catalog as it is when it runs.
+    pub runs_prepared: bool,
 }
 
 /// Inputs shared by every statement of one `decide` call.
@@ -491,6 +494,7 @@ impl<'a> Walker<'a> {
                 ..
             } => {
                 self.set_kind(K::Session);
+                self.out.runs_prepared = true;
                 if *immediate || name.is_none() || !into.is_empty() || !using.is_empty() {
                     self.unsupported("only EXECUTE of a prepared statement is supported");
                 }
@@ -1505,13 +1509,24 @@ impl<'a> Walker<'a> {
         let system = functions::is_system_schema(schema);
         let policy: &'a Policy = self.cx.policy;
         let tags = (!system).then(|| policy.table_tags(schema, &rel.name));
+        // A view reads with its owner's rights and its columns cannot be traced to the
+        // base columns they show (`id_card AS ident`): once it reads a protected column,
+        // its untagged columns are refused rather than trusted to be harmless (an
+        // untagged view over protected columns is refused as a whole, `check_view`).
+        let untrusted_untagged = rel.is_view()
+            && !system
+            && self.cx.role.unclassified == Visibility::Raw
+            && self.view_reads_protected(rel);
         let cols: Vec<ColInfo<'a>> = rel
             .columns
             .iter()
             .map(|c| {
                 let (vis, class) = match &tags {
                     None => (ColVis::Raw, None),
-                    Some(tags) => self.class_visibility(tags.class_of(&c.name)),
+                    Some(tags) => match tags.class_of(&c.name) {
+                        None if untrusted_untagged => (ColVis::Deny, None),
+                        class => self.class_visibility(class),
+                    },
                 };
                 ColInfo {
                     name: &c.name,
@@ -1873,7 +1888,20 @@ impl<'a> Walker<'a> {
                 self.out.columns.insert(self.key.clone(), access);
             }
         }
-        if c.vis == ColVis::Deny {
+        if c.vis == ColVis::Deny
+            && c.class.is_none()
+            && self.cx.role.unclassified != Visibility::Deny
+        {
+            // Only an untagged column of a view over protected columns (`rel_info`).
+            self.deny_hint(
+                DenyReason::Column,
+                format!(
+                    "permission denied for column \"{}\" of view \"{}\": the view reads protected columns and this column is not tagged",
+                    c.name, rel.name
+                ),
+                "tag every column of the view in [columns]",
+            );
+        } else if c.vis == ColVis::Deny {
             self.deny(
                 DenyReason::Column,
                 "42501",

@@ -326,6 +326,9 @@ pub(crate) fn decide_with_edits(
     let mut search_path: Vec<String> = session.search_path.to_vec();
     let mut purpose: Option<String> = session.purpose.map(str::to_string);
     let mut ddl_before = false;
+    // A search_path change earlier in the text (the statements after it are analysed
+    // under the new path, but an EXECUTE's PREPARE was checked under the session's).
+    let mut path_before = false;
     let mut first_denial: Option<Denial> = None;
     let mut edits = Vec::new();
     let mut reports = Vec::with_capacity(stmts.len());
@@ -348,7 +351,14 @@ pub(crate) fn decide_with_edits(
         let kind = analysis.kind.unwrap_or(StatementKind::Unknown);
         let mut stmt_denial = None;
         if restricted {
-            stmt_denial = gate(role, purpose.as_deref(), kind, &analysis, ddl_before);
+            stmt_denial = gate(
+                role,
+                purpose.as_deref(),
+                kind,
+                &analysis,
+                ddl_before,
+                path_before,
+            );
         }
         let piece = if use_pieces {
             pieces[i].clone()
@@ -372,8 +382,14 @@ pub(crate) fn decide_with_edits(
         }
         for e in &analysis.effects {
             match e {
-                SessionEffect::SetSearchPath(p) => search_path = p.clone(),
-                SessionEffect::ResetSearchPath => search_path = session.search_path.to_vec(),
+                SessionEffect::SetSearchPath(p) => {
+                    search_path = p.clone();
+                    path_before = true;
+                }
+                SessionEffect::ResetSearchPath => {
+                    search_path = session.search_path.to_vec();
+                    path_before = true;
+                }
                 SessionEffect::SetPurpose(p) => purpose = Some(p.clone()),
                 SessionEffect::ResetPurpose => purpose = session.purpose.map(str::to_string),
                 SessionEffect::CatalogChanged => ddl_before = true,
@@ -425,6 +441,7 @@ fn gate(
     kind: StatementKind,
     analysis: &Analysis,
     ddl_before: bool,
+    path_before: bool,
 ) -> Option<Denial> {
     let mut kinds = vec![kind];
     kinds.extend(analysis.required.iter().copied());
@@ -473,11 +490,13 @@ fn gate(
             reason: DenyReason::Purpose,
         });
     }
-    if ddl_before && touches_data {
+    // EXECUTE runs a statement PostgreSQL analyses again after DDL or a search_path
+    // change: its PREPARE was checked against the catalog and path before them.
+    if (ddl_before && touches_data) || ((ddl_before || path_before) && analysis.runs_prepared) {
         return Some(denial(
             DenyReason::Ddl,
             "42501",
-            "pgveil: send statements that follow DDL in a separate query (names must be resolved against the new catalog)".into(),
+            "pgveil: send statements that follow DDL, and an EXECUTE that follows a search_path change, in a separate query (names must be resolved against the new catalog and path)".into(),
         ));
     }
     if let Some(d) = &analysis.denial {

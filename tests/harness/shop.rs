@@ -133,7 +133,7 @@ pub fn forbidden() -> Vec<String> {
 }
 
 /// Login roles of the fixture (cluster-wide, created idempotently).
-pub const LOGINS: [&str; 7] = [
+pub const LOGINS: [&str; 9] = [
     "support_app",
     "cs_alice",
     "bi",
@@ -141,6 +141,8 @@ pub const LOGINS: [&str; 7] = [
     "capped",
     "agent",
     "scratch",
+    "desk_a",
+    "desk_b",
 ];
 
 fn q(s: &str) -> String {
@@ -150,7 +152,7 @@ fn q(s: &str) -> String {
 /// SQL creating the schema, rows, view, decoy schema and grants.
 pub fn schema_sql() -> String {
     let mut sql = String::from(
-        "DROP VIEW IF EXISTS customer_view; DROP TABLE IF EXISTS orders; DROP TABLE IF EXISTS customers;
+        "DROP VIEW IF EXISTS customer_view; DROP VIEW IF EXISTS contact_card; DROP TABLE IF EXISTS orders; DROP TABLE IF EXISTS customers;
          DROP SCHEMA IF EXISTS evil CASCADE;
          CREATE TABLE customers (id bigint primary key, name text, id_card text, phone text unique,
            email text, bank_card text, address text, birth_date date,
@@ -159,6 +161,7 @@ pub fn schema_sql() -> String {
            amount numeric, ship_phone text, ship_address text, status text,
            created_at timestamptz default '2026-02-01 00:00:00+00');
          CREATE VIEW customer_view AS SELECT id, name, phone FROM customers;
+         CREATE VIEW contact_card AS SELECT id, phone, id_card AS ident FROM customers;
          CREATE SCHEMA evil; CREATE TABLE evil.customers (id bigint, phone text);
          INSERT INTO evil.customers VALUES (1, 'decoy');\n",
     );
@@ -241,6 +244,14 @@ tables = ["public.customers", "public.orders"]
 see = { default = "masked", bank_card = "deny" }
 purposes = ["customer_service"]
 
+# Two users of one role, each with a schema of their own named after them (desk_a has
+# one, desk_b not), which `"$user"` in search_path puts first.
+[roles.desk]
+users = ["desk_*"]
+statements = ["select"]
+tables = ["public.*", "desk_*.*"]
+see = { default = "masked" }
+
 # May create temp tables, copy out and explain: everything masked.
 [roles.scratch]
 users = ["scratch"]
@@ -252,7 +263,13 @@ see = { default = "masked" }
 /// The policy of most tests: the example policy without the support purpose, plus
 /// [`EXTRA_ROLES`].
 pub fn test_policy() -> String {
-    let mut p = example_policy().replace("purposes = [\"customer_service\"]", "");
+    // contact_card is tagged only on its phone; its `ident` shows id_card untagged.
+    let mut p = example_policy()
+        .replace("purposes = [\"customer_service\"]", "")
+        .replace(
+            "\"public.orders.ship_address\"    = \"address\"",
+            "\"public.orders.ship_address\"    = \"address\"\n\"public.contact_card.phone\" = \"phone\"",
+        );
     p.push_str(EXTRA_ROLES);
     p
 }

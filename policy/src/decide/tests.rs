@@ -536,8 +536,19 @@ fn views_over_protected_columns() {
     // Through another (untagged) view: still a read of customers.phone.
     denied(&bi("SELECT * FROM names_again"), DenyReason::View);
     allowed(&bi("CREATE VIEW v AS SELECT * FROM products"));
-    let t = rewritten(&bi("SELECT * FROM customer_contacts"), "bi");
+    let t = rewritten(&bi("SELECT phone FROM customer_contacts"), "bi");
     assert!(t.contains("\"customer_contacts\""));
+    // A tagged view over protected columns: its untagged columns may show any of them
+    // (`id_card AS ident`), so they are refused, `*` included.
+    for sql in [
+        "SELECT * FROM customer_contacts",
+        "SELECT id FROM customer_contacts",
+        "SELECT phone FROM customer_contacts WHERE id = 1",
+        "SELECT c FROM customer_contacts c",
+    ] {
+        let d = denied(&bi(sql), DenyReason::Column);
+        assert!(d.message.contains("is not tagged"), "{sql}: {}", d.message);
+    }
 }
 
 // ----- functions ------------------------------------------------------------------------
@@ -1074,6 +1085,20 @@ fn inheritance_and_sampling_on_protected_relations_are_refused() {
         DenyReason::Unsupported,
     );
     allowed(&bi("SELECT * FROM ONLY products"));
+}
+
+/// PostgreSQL analyses a prepared statement again when the catalog or search_path changed
+/// under it, so an EXECUTE after DDL, DISCARD TEMP or SET search_path in the same text
+/// would run names resolved against a catalog or path the decision never saw.
+#[test]
+fn execute_after_ddl_in_the_same_text_is_refused() {
+    denied(&bi("DISCARD TEMP; EXECUTE p"), DenyReason::Ddl);
+    denied(&bi("DISCARD TEMP; EXECUTE p (1)"), DenyReason::Ddl);
+    denied(&bi("SET search_path = public; EXECUTE p"), DenyReason::Ddl);
+    denied(&bi("RESET search_path; EXECUTE p"), DenyReason::Ddl);
+    allowed(&bi("EXECUTE p (1)"));
+    allowed(&bi("EXECUTE p (1); DISCARD TEMP"));
+    allowed(&bi("SET search_path = public; SELECT * FROM products"));
 }
 
 // ----- roles ----------------------------------------------------------------------------

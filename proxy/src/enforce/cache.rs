@@ -1,5 +1,5 @@
 //! The decision cache: outcomes keyed by (policy generation, catalog version, role,
-//! purpose, search_path, temp schema, SQL text), bounded in memory.
+//! user, purpose, search_path, temp schema, SQL text), bounded in memory.
 //!
 //! Most applications send the same few statement texts over and over (pgbench's point
 //! select, an ORM's prepared statements), so the analysis runs once per shape and the
@@ -63,6 +63,16 @@ pub fn context_hash(
         temp_schema,
     )
         .hash(&mut h);
+    h.finish()
+}
+
+/// `context` (from [`context_hash`]) narrowed to one authenticated user: a decision
+/// depends on the user and not only on the role, since `"$user"` in search_path names
+/// the user's own schema (two users of one role can resolve `customers` to different
+/// relations, so one's allowed read must not answer the other's).
+pub fn user_context(context: u64, user: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (context, user).hash(&mut h);
     h.finish()
 }
 
@@ -243,7 +253,10 @@ mod tests {
         let other = context_hash(2, 1, "r", None, &["public".into()], None);
         let (_, hit) = c.get_or_insert_with(other, "SELECT 1", outcome);
         assert!(!hit);
-        assert_eq!(c.stats(), (1, 2));
+        let (_, hit) = c.get_or_insert_with(user_context(ctx, "u2"), "SELECT 1", outcome);
+        assert!(!hit, "another user of the role has another key");
+        assert_ne!(user_context(ctx, "u1"), user_context(ctx, "u2"));
+        assert_eq!(c.stats(), (1, 3));
     }
 
     #[test]

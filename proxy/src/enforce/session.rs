@@ -16,7 +16,7 @@ use pgveil_policy::output::RowMasks;
 use pgveil_policy::shape::{self, Template};
 
 use super::audit_json::{AuditJson, SessionIds};
-use super::cache::context_hash;
+use super::cache::{context_hash, user_context};
 use super::statements::{Prepared, Statements};
 use super::{ActivePolicy, Enforcement};
 use crate::audit::{AuditError, AuditEvent, AuditSlot, EventKind};
@@ -169,6 +169,11 @@ pub struct Enforcer {
     /// ([`Statements::must_settle`]); `settle` wakes the session when one settles.
     awaiting_settle: bool,
     settle: Arc<tokio::sync::Notify>,
+    /// Forwarded Queries and Syncs whose ReadyForQuery has not come back yet.
+    readies_owed: u64,
+    /// A forwarded statement changes how names resolve (DDL, DISCARD, search_path)
+    /// and the server has not run it yet: see [`ResolutionChange`].
+    resolution_change: Option<ResolutionChange>,
     /// SQL-level `PREPARE name AS …`: the text that prepared it and its decision then.
     /// PostgreSQL re-resolves names at EXECUTE, so EXECUTE is decided again.
     sql_prepared: HashMap<String, (String, PolicyVerdict)>,
@@ -276,6 +281,32 @@ fn execute_target(normalized: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_lowercase())
 }
 
+/// A forwarded statement that changes how names resolve, which the server has not run
+/// yet.
+#[derive(Debug, Clone, Copy)]
+struct ResolutionChange {
+    /// ReadyForQuery messages until the server has run it (those owed before it, and
+    /// its own).
+    readies_left: u64,
+    /// The message that makes the server answer it (its Query, or the Sync after its
+    /// Parse) was forwarded.
+    requested: bool,
+    /// It changed the catalog: read it again once the server ran it.
+    catalog: bool,
+}
+
+/// The refusal of an EXECUTE (or Bind) of SQL-prepared statement `name` whose decision
+/// changed since its PREPARE.
+fn changed_since_prepared(name: &str) -> ProxyError {
+    ProxyError::error(
+        "42501",
+        format!(
+            "pgveil: the decision for prepared statement \"{name}\" changed since it was prepared (policy, search_path or tables)"
+        ),
+    )
+    .with_hint("DEALLOCATE it and PREPARE it again")
+}
+
 /// Split a `search_path` setting ("\"$user\", public") into its entries as written.
 pub fn split_search_path(value: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -348,6 +379,8 @@ impl Enforcer {
             statements: Statements::default(),
             awaiting_settle: false,
             settle: Arc::default(),
+            readies_owed: 0,
+            resolution_change: None,
             sql_prepared: HashMap::default(),
             portals: HashMap::default(),
             portal_ops: Default::default(),
@@ -379,8 +412,8 @@ impl Enforcer {
             .and_then(|r| self.active.policy.roles.get(r))
     }
 
-    /// The decision context now (policy generation, catalog version, role, purpose,
-    /// search_path, temp schema, hashed) and the catalog snapshot it was read from;
+    /// The decision context now (policy generation, catalog version, role, user,
+    /// purpose, search_path, temp schema, hashed) and the catalog snapshot it was read from;
     /// adopts a reloaded policy first.
     fn context_now(&mut self) -> (u64, Option<Arc<Snapshot>>) {
         if self.shared.generation() != self.active.generation {
@@ -404,13 +437,16 @@ impl Enforcer {
         let context = match self.context {
             Some((v, h)) if v == version => h,
             _ => {
-                let h = context_hash(
-                    self.active.generation,
-                    version,
-                    self.role.as_deref().unwrap_or(""),
-                    self.purpose.as_deref(),
-                    &self.search_path,
-                    self.temp_schema.as_deref(),
+                let h = user_context(
+                    context_hash(
+                        self.active.generation,
+                        version,
+                        self.role.as_deref().unwrap_or(""),
+                        self.purpose.as_deref(),
+                        &self.search_path,
+                        self.temp_schema.as_deref(),
+                    ),
+                    &self.ids.user,
                 );
                 self.context = Some((version, h));
                 h
@@ -484,15 +520,6 @@ impl Enforcer {
     /// proxy masks (they would come back unmasked under the EXECUTE); or a name the
     /// session never prepared.
     fn stale_sql_execute(&mut self, outcome: &Outcome) -> Option<ProxyError> {
-        let changed = |name: &str| {
-            ProxyError::error(
-                "42501",
-                format!(
-                    "pgveil: the decision for prepared statement \"{name}\" changed since it was prepared (policy, search_path or tables)"
-                ),
-            )
-            .with_hint("DEALLOCATE it and PREPARE it again")
-        };
         // Names prepared earlier in this same text, in the context it is decided in.
         let mut here: Vec<&str> = Vec::new();
         for report in outcome.statements.iter() {
@@ -515,19 +542,18 @@ impl Enforcer {
                     }
                     let now = self.decide(&sql, false).0;
                     if !same_verdict(then.as_deref(), Some(&*now)) {
-                        return Some(changed(&name));
+                        return Some(changed_since_prepared(&name));
                     }
                     continue;
                 }
-                let Some((text, then)) = self.sql_prepared.get(&name).cloned() else {
+                if !self.sql_prepared.contains_key(&name) {
                     return Some(ProxyError::error(
                         "26000",
                         format!("prepared statement \"{name}\" does not exist"),
                     ));
-                };
-                let now = self.decide(&text, false).0.verdict.clone();
-                if now != then {
-                    return Some(changed(&name));
+                }
+                if let Some(e) = self.sql_prepared_changed(&name) {
+                    return Some(e);
                 }
             }
             for effect in &report.effects {
@@ -541,6 +567,15 @@ impl Enforcer {
             }
         }
         None
+    }
+
+    /// A statement of SQL PREPARE `name` whose PREPARE would be decided differently now
+    /// (PostgreSQL re-resolves its names when it runs it, by EXECUTE or by a protocol
+    /// Bind, since both share one name space): the refusal to send instead.
+    fn sql_prepared_changed(&mut self, name: &str) -> Option<ProxyError> {
+        let (text, then) = self.sql_prepared.get(name).cloned()?;
+        let now = self.decide(&text, false).0.verdict.clone();
+        (now != then).then(|| changed_since_prepared(name))
     }
 
     /// A relation was unknown: worth one catalog reload before refusing?
@@ -581,6 +616,20 @@ impl Enforcer {
         true
     }
 
+    /// A statement about to be forwarded changes how names resolve (`catalog`: DDL or
+    /// DISCARD, else search_path): decisions after it wait until the server ran it.
+    fn resolution_changes(&mut self, catalog: bool) {
+        if !self.restricted {
+            return;
+        }
+        let catalog = catalog || self.resolution_change.as_ref().is_some_and(|c| c.catalog);
+        self.resolution_change = Some(ResolutionChange {
+            readies_left: self.readies_owed + 1,
+            requested: false,
+            catalog,
+        });
+    }
+
     fn apply_effects(&mut self, sql: &str, outcome: &Outcome) {
         for report in outcome.statements.iter() {
             for effect in &report.effects {
@@ -590,10 +639,12 @@ impl Enforcer {
                         self.context = None;
                         self.wants_probe = true;
                         self.changed_in_tx |= self.tx_status != b'I';
+                        self.resolution_changes(false);
                     }
                     SessionEffect::ResetSearchPath => {
                         self.wants_probe = true;
                         self.changed_in_tx |= self.tx_status != b'I';
+                        self.resolution_changes(false);
                     }
                     SessionEffect::SetPurpose(p) => {
                         self.purpose = Some(p.as_str().into()).filter(|p: &Arc<str>| !p.is_empty());
@@ -607,6 +658,7 @@ impl Enforcer {
                         self.refresh_since = Some(Instant::now());
                         self.wants_probe = true;
                         self.changed_in_tx |= self.tx_status != b'I';
+                        self.resolution_changes(true);
                     }
                     SessionEffect::Prepare { name } => {
                         self.sql_prepared
@@ -620,6 +672,20 @@ impl Enforcer {
                 }
             }
         }
+    }
+
+    /// Whether a decision must first wait for the server to run a forwarded statement
+    /// that changes how names resolve (and for the catalog to be read again after it):
+    /// decided before, a statement pipelined behind `DROP TABLE pg_temp.t` resolved `t`
+    /// to the dropped table while PostgreSQL ran it on the relation `t` names now. Only
+    /// once the message that makes the server answer it was forwarded (a wait for a Sync
+    /// still behind the waiting message would never end).
+    fn waits_for_resolution_change(&mut self) -> bool {
+        let waits = self.restricted && self.resolution_change.as_ref().is_some_and(|c| c.requested);
+        if waits {
+            self.awaiting_settle = true;
+        }
+        waits
     }
 
     /// Whether a Bind of statement `name` must first wait for the server to settle a
@@ -824,6 +890,9 @@ impl Enforcer {
         if let Some(e) = self.protocol_guard() {
             return (Verdict::Refuse(e), None);
         }
+        if self.waits_for_resolution_change() {
+            return (Verdict::Retry, None);
+        }
         let started = Instant::now();
         let simple = tags.is_some();
         let (outcome, context) = self.decide(sql, simple);
@@ -921,7 +990,15 @@ impl Enforcer {
 impl SessionHook for Enforcer {
     fn on_query(&mut self, sql: &str, tags: &mut Vec<StatementTag>) -> Verdict {
         self.batches += 1;
-        self.verdict(sql, Some(tags)).0
+        let v = self.verdict(sql, Some(tags)).0;
+        if !matches!(v, Verdict::Retry) {
+            // Forwarded (a refusal as a query that fails): the server answers it.
+            self.readies_owed += 1;
+            if let Some(change) = &mut self.resolution_change {
+                change.requested = true;
+            }
+        }
+        v
     }
 
     fn on_undecodable_text(&mut self) -> Option<ProxyError> {
@@ -977,8 +1054,25 @@ impl SessionHook for Enforcer {
         // change, so a decision taken at Parse time under another policy, path or
         // shadowing table is stale: a Bind decides again unless the decision context is
         // the one the decision was taken in.
-        if self.waits_for_settle(statement) {
+        if self.waits_for_settle(statement) || self.waits_for_resolution_change() {
             return Verdict::Retry;
+        }
+        // A statement of SQL PREPARE (not in the protocol books) is re-analysed by the
+        // server just the same: checked like its EXECUTE. A name in neither book is
+        // one the proxy cannot vouch for (a DEALLOCATE it entered may have failed on
+        // the server): refused, as the server refuses a name it does not hold.
+        if self.restricted && self.statements.get(statement).is_none() {
+            if !self.sql_prepared.contains_key(statement) {
+                let message = if statement.is_empty() {
+                    "unnamed prepared statement does not exist".to_owned()
+                } else {
+                    format!("prepared statement \"{statement}\" does not exist")
+                };
+                return Verdict::Refuse(ProxyError::error("26000", message));
+            }
+            if let Some(e) = self.sql_prepared_changed(statement) {
+                return Verdict::Refuse(e);
+            }
         }
         let known = self.statements.get(statement).map(|p| p.reusable_in);
         let unchanged = match known {
@@ -1109,6 +1203,10 @@ impl SessionHook for Enforcer {
     fn on_sync(&mut self) {
         self.batches += 1;
         self.statements.synced();
+        self.readies_owed += 1;
+        if let Some(change) = &mut self.resolution_change {
+            change.requested = true;
+        }
     }
 
     fn on_portal_change(&mut self, change: StatementChange) {
@@ -1212,6 +1310,19 @@ impl SessionHook for Enforcer {
 
     fn on_ready(&mut self, status: u8) {
         self.tx_status = status;
+        self.readies_owed = self.readies_owed.saturating_sub(1);
+        if let Some(change) = &mut self.resolution_change {
+            change.readies_left = change.readies_left.saturating_sub(1);
+            if change.readies_left == 0 {
+                if change.catalog {
+                    self.refresh_since = Some(Instant::now());
+                }
+                self.resolution_change = None;
+                if std::mem::take(&mut self.awaiting_settle) {
+                    self.settle.notify_one();
+                }
+            }
+        }
         if status == b'I' {
             // Outside a transaction no portal survives.
             self.doubtful_portals.clear();
