@@ -382,3 +382,55 @@ async fn cancel_connection_closes_after_the_cancel_took_effect() {
     let via = idle_cancels_then_query(proxy.port()).await;
     assert_eq!(via, direct);
 }
+
+/// A DDL statement under a policy is followed by a catalog reload before the session's
+/// next statement. PostgreSQL JIT-compiles a query whose estimated cost passes
+/// `jit_above_cost`, and the constraint query's estimate passes it once a database has a
+/// few hundred tables: every reload then spent over a second compiling, and asyncpg's
+/// test_introspection_on_large_db (1000 `CREATE TABLE … INHERITS`, 3 s directly) ran for
+/// many minutes through pgveil. Here the database's JIT thresholds are 0, so every query
+/// of a JIT-ing catalog session is compiled (about 2 s per reload); without JIT a reload
+/// takes milliseconds. (A server built without JIT passes trivially.)
+#[tokio::test]
+async fn catalog_reload_after_ddl_is_not_jit_compiled() {
+    let db = "transparency_ddl_jit";
+    let pg = postgres();
+    pg.create_database(db);
+    pg.psql_admin(
+        db,
+        &format!(
+            "ALTER DATABASE {db} SET jit = on; \
+             ALTER DATABASE {db} SET jit_above_cost = 0; \
+             ALTER DATABASE {db} SET jit_inline_above_cost = 0; \
+             ALTER DATABASE {db} SET jit_optimize_above_cost = 0;"
+        ),
+    );
+    let proxy = start_proxy(ProxyOptions {
+        policy: Some(harness::small_shop::shop_policy()),
+        ..ProxyOptions::default()
+    })
+    .await;
+    // `postgres` is the example policy's unrestricted dba role.
+    let client = proxy.connect("postgres", db).await;
+    client.simple_query("SELECT 1").await.expect("first query");
+
+    let started = std::time::Instant::now();
+    for n in 0..3 {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE jit_t{n} (a int primary key, b text)"
+            ))
+            .await
+            .expect("create table");
+        let row = client
+            .query_one(&format!("SELECT count(*) FROM jit_t{n}"), &[])
+            .await
+            .expect("query after DDL");
+        assert_eq!(row.get::<_, i64>(0), 0);
+    }
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "3 DDL statements and the reloads after them took {took:?}: the catalog queries were JIT-compiled"
+    );
+}

@@ -239,6 +239,13 @@ impl CatalogCache {
             let _ = conn.await;
         });
         let result = async {
+            // No JIT: the planner's estimate for the recursive constraint query grows
+            // quickly with the number of relations, and past `jit_above_cost` (a few
+            // hundred tables) PostgreSQL spends over a second compiling it on every
+            // load, which follows every DDL statement (asyncpg's
+            // test_introspection_on_large_db: 1000 CREATE TABLE took minutes instead of
+            // seconds). Servers without JIT (before 11) reject the setting: ignored.
+            let _ = client.batch_execute("SET jit = off").await;
             let rel_rows = client.query(RELATIONS_SQL, &[]).await?;
             let dep_rows = client.query(VIEW_DEPENDENCIES_SQL, &[]).await?;
             let fn_rows = client.query(FUNCTIONS_SQL, &[]).await?;
