@@ -264,6 +264,7 @@ fn cases() -> Vec<Case> {
         c("analyst star masked", A, "SELECT * FROM customers", Rows(10)),
         // --- cursors, prepared statements, COPY
         c("cursor fetch", S, "FETCH 5 FROM cur", Rows(5)).setup(&["BEGIN", "DECLARE cur CURSOR FOR SELECT phone, id_card FROM customers"]),
+        c("cursor fetch without FROM", S, "FETCH cur", Rows(1)).setup(&["BEGIN", "DECLARE cur CURSOR FOR SELECT phone, id_card FROM customers", "MOVE 3 cur"]),
         c("cursor over denied column", S, "DECLARE cur2 CURSOR FOR SELECT * FROM customers", DENY).setup(&["BEGIN"]),
         c("prepare execute", S, "EXECUTE p(1)", Rows(1)).setup(&["PREPARE p(bigint) AS SELECT phone FROM customers WHERE id = $1"]),
         c("prepare denied", S, "PREPARE q AS SELECT bank_card FROM customers", DENY),

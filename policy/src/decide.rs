@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
@@ -306,7 +307,7 @@ pub(crate) fn decide_with_edits(
         return refuse_or_pass("expression too long to analyse".into());
     }
     let pieces = redact::redact_statements(tokens.iter().map(|t| &t.token));
-    move_as_fetch(&mut tokens);
+    cursor_statements_for_parser(&mut tokens);
     let parsed = Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(tokens)
@@ -545,31 +546,76 @@ fn report(
     }
 }
 
-/// A first guess at the number of tokens of `sql` (a token and its whitespace take
-/// about four bytes in ordinary SQL), so the token vector rarely grows; capped so a
-/// huge text does not reserve more than it is likely to use.
-/// `MOVE` has `FETCH`'s grammar and returns no rows, but sqlparser knows only `FETCH`:
-/// a `MOVE` that starts a statement is parsed as one (its text goes out unchanged).
-fn move_as_fetch(tokens: &mut [TokenWithSpan]) {
+/// `MOVE` has `FETCH`'s grammar and returns no rows, but sqlparser knows only `FETCH`,
+/// and only with a direction and `FROM`/`IN` before the cursor name, both of which
+/// PostgreSQL may omit: a `MOVE` that starts a statement is parsed as a `FETCH`, and the
+/// missing `NEXT` and `FROM` are added for the parser (the text goes out unchanged).
+fn cursor_statements_for_parser(tokens: &mut Vec<TokenWithSpan>) {
+    let is_word = |t: &Token, k: Keyword| matches!(t, Token::Word(w) if w.keyword == k && w.quote_style.is_none());
     let mut at_start = true;
-    for t in tokens.iter_mut() {
-        match &t.token {
-            Token::Whitespace(_) => continue,
-            Token::SemiColon => {
-                at_start = true;
+    let mut i = 0;
+    while i < tokens.len() {
+        match &tokens[i].token {
+            Token::Whitespace(_) => {
+                i += 1;
                 continue;
             }
-            Token::Word(w)
-                if at_start && w.quote_style.is_none() && w.value.eq_ignore_ascii_case("move") =>
-            {
-                t.token = Token::make_keyword("FETCH");
+            Token::SemiColon => {
+                at_start = true;
+                i += 1;
+                continue;
+            }
+            Token::Word(w) if at_start && w.quote_style.is_none() => {
+                let is_move = w.value.eq_ignore_ascii_case("move");
+                if is_move || w.keyword == Keyword::FETCH {
+                    if is_move {
+                        tokens[i].token = Token::make_keyword("FETCH");
+                    }
+                    let end = tokens[i + 1..]
+                        .iter()
+                        .position(|t| t.token == Token::SemiColon)
+                        .map_or(tokens.len(), |p| i + 1 + p);
+                    let body = &tokens[i + 1..end];
+                    let from = body.iter().position(|t| {
+                        is_word(&t.token, Keyword::FROM) || is_word(&t.token, Keyword::IN)
+                    });
+                    let name = body
+                        .iter()
+                        .rposition(|t| !matches!(t.token, Token::Whitespace(_)));
+                    let Some(name) = name else {
+                        i = end;
+                        at_start = false;
+                        continue;
+                    };
+                    // Where FROM is, or goes; no direction before it means NEXT.
+                    let at = i + 1 + from.unwrap_or(name);
+                    let directed = tokens[i + 1..at]
+                        .iter()
+                        .any(|t| !matches!(t.token, Token::Whitespace(_)));
+                    let span = tokens[at].span;
+                    let mut added = Vec::new();
+                    if !directed {
+                        added.push(TokenWithSpan::new(Token::make_keyword("NEXT"), span));
+                    }
+                    if from.is_none() {
+                        added.push(TokenWithSpan::new(Token::make_keyword("FROM"), span));
+                    }
+                    i = end + added.len();
+                    tokens.splice(at..at, added);
+                    at_start = false;
+                    continue;
+                }
             }
             _ => {}
         }
         at_start = false;
+        i += 1;
     }
 }
 
+/// A first guess at the number of tokens of `sql` (a token and its whitespace take
+/// about four bytes in ordinary SQL), so the token vector rarely grows; capped so a
+/// huge text does not reserve more than it is likely to use.
 fn token_estimate(sql: &str) -> usize {
     (sql.len() / 4 + 8).min(4096)
 }

@@ -953,6 +953,7 @@ fn explain_prepare_declare() {
         "move 5 from \"c\"",
         "MOVE ABSOLUTE 3 FROM c; FETCH 1 FROM c",
         "/* x */ MOVE BACKWARD ALL IN c",
+        "MOVE NEXT c",
     ] {
         let o = bi(sql);
         allowed(&o);
@@ -963,6 +964,23 @@ fn explain_prepare_declare() {
                 .contains("MOVE"),
             "{sql}"
         );
+    }
+    // PostgreSQL lets FROM/IN before the cursor name out; sqlparser needs it.
+    for sql in [
+        "FETCH c",
+        "FETCH ABSOLUTE 3 c",
+        "fetch forward all \"c\"",
+        "MOVE 1 c; FETCH c",
+    ] {
+        let o = bi(sql);
+        allowed(&o);
+        for r in o.statements.iter() {
+            assert_eq!(
+                r.effects,
+                vec![SessionEffect::Fetch { name: "c".into() }],
+                "{sql}"
+            );
+        }
     }
     denied(
         &sup("MOVE 1 IN c; SELECT bank_card FROM customers"),
@@ -980,7 +998,7 @@ fn unparsable_text_fails_closed_for_restricted_only() {
         "DO $$ BEGIN PERFORM 1; END $$",
         "TABLE customers",
         "SELEC 1",
-        "MOVE NEXT c",
+        "MOVE",
     ] {
         let d = denied(&bi(sql), DenyReason::Unparsable);
         assert!(
