@@ -1505,3 +1505,129 @@ async fn sql_prepared_statement_bound_after_its_relation_changed() {
     seen.extend(r);
     assert_no_leaks(&seen, &forbidden);
 }
+
+/// The corpus policy with support seeing phones raw.
+fn support_phones_raw() -> String {
+    let base = shop::test_policy();
+    let raw = base.replacen(
+        "see = { default = \"masked\", bank_card = \"deny\" }",
+        "see = { default = \"masked\", bank_card = \"deny\", phone = \"raw\" }",
+        1,
+    );
+    assert_ne!(raw, base, "the support see line was not found");
+    raw
+}
+
+/// Put `text` in force as the proxy's policy (as a file change or SIGHUP would).
+fn reload_policy(proxy: &harness::ProxyHandle, text: &str) {
+    std::fs::write(proxy.dir.join("policy.toml"), text).expect("write policy.toml");
+    let e = harness::proxy::enforcement(proxy).expect("proxy enforces a policy");
+    assert!(
+        pgveil::enforce::reload::reload(&e).is_ok(),
+        "policy rejected"
+    );
+}
+
+/// The SQLSTATEs of the ErrorResponses in `msgs`.
+fn errors(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| m.tag == b'E')
+        .filter_map(Msg::sqlstate)
+        .collect()
+}
+
+fn execute_rows(portal: &str, max_rows: i32) -> Vec<u8> {
+    let mut b = portal.as_bytes().to_vec();
+    b.push(0);
+    b.extend_from_slice(&max_rows.to_be_bytes());
+    raw::message(b'E', &b)
+}
+
+/// A cursor declared (`WITH HOLD`) or a portal bound (and suspended) while the policy let
+/// support see phones raw keeps the plan the old policy decided: after a reload that masks
+/// phones, FETCH, MOVE and Execute of it (by SQL, by the extended protocol, a cursor run
+/// as a protocol portal, a portal fetched by SQL) returned the remaining phones raw
+/// although the same SELECT was masked. They are refused now; a cursor declared again
+/// after the reload, and one whose decision did not change, read as before.
+#[tokio::test]
+async fn cursors_and_portals_opened_before_a_policy_reload() {
+    let db = "shop_reload_cursors";
+    shop::shop_db(db);
+    let proxy = start_proxy(ProxyOptions {
+        policy: Some(support_phones_raw()),
+        ..Default::default()
+    })
+    .await;
+    let forbidden = forbidden();
+    let (mut sess, _) = Session::open(proxy.port(), S, db, &[]).await;
+    let declare = "DECLARE c CURSOR WITH HOLD FOR SELECT id, phone FROM customers ORDER BY id";
+    for sql in [
+        "BEGIN",
+        declare,
+        "DECLARE n CURSOR WITH HOLD FOR SELECT id, vip_level FROM customers ORDER BY id",
+        "COMMIT",
+    ] {
+        let r = sess.simple(sql).await;
+        assert!(errors(&r).is_empty(), "{r:?}");
+    }
+    let r = sess.simple("FETCH 1 FROM c").await;
+    assert!(
+        !leaks(&r, &forbidden).is_empty(),
+        "raw under the old policy: {r:?}"
+    );
+    let r = sess.simple("BEGIN").await;
+    assert!(errors(&r).is_empty(), "{r:?}");
+    let select = "SELECT id, phone FROM customers ORDER BY id";
+    let r = pipeline(
+        &mut sess,
+        &[
+            parse("s1", select),
+            bind_portal("p", "s1"),
+            bind_portal("q", "s1"),
+            execute_rows("p", 1),
+            sync(),
+            raw::message(b'Q', b"SAVEPOINT a\0"),
+        ],
+        2,
+    )
+    .await;
+    assert!(errors(&r).is_empty(), "{r:?}");
+    assert_eq!(data_rows(&r), 1, "{r:?}");
+
+    reload_policy(&proxy, &shop::test_policy());
+    let mut seen = Vec::new();
+    let attempts: Vec<Vec<Vec<u8>>> = vec![
+        vec![raw::message(b'Q', b"FETCH 1 FROM c\0")],
+        vec![raw::message(b'Q', b"MOVE 1 IN c\0")],
+        vec![parse("", "FETCH 1 FROM c"), bind_execute(""), sync()],
+        vec![execute_rows("c", 1), sync()],
+        vec![execute_rows("p", 1), sync()],
+        vec![execute_rows("q", 0), sync()],
+        vec![raw::message(b'Q', b"FETCH ALL FROM p\0")],
+        vec![raw::message(b'Q', b"FETCH ALL FROM q\0")],
+    ];
+    for msgs in &attempts {
+        let r = pipeline(&mut sess, msgs, 1).await;
+        assert_eq!(errors(&r), ["42501"], "{msgs:?}: {r:?}");
+        assert_eq!(data_rows(&r), 0, "{r:?}");
+        seen.extend(r);
+        let r = sess.simple("ROLLBACK TO SAVEPOINT a").await;
+        assert!(errors(&r).is_empty(), "{r:?}");
+    }
+    let r = sess.simple("ROLLBACK").await;
+    assert!(errors(&r).is_empty(), "{r:?}");
+    // Nothing this cursor reads changed (a cursor declared in one text with others is
+    // decided again with the whole text).
+    let r = sess.simple("FETCH 1 FROM n").await;
+    assert_eq!(summary(&r), (1, None), "{r:?}");
+    seen.extend(r);
+    // Declared again under the new policy: masked rows.
+    let r = sess
+        .simple(&format!("CLOSE c; BEGIN; {declare}; COMMIT"))
+        .await;
+    assert!(errors(&r).is_empty(), "{r:?}");
+    let r = sess.simple("FETCH 2 FROM c").await;
+    assert_eq!(summary(&r), (2, None), "{r:?}");
+    seen.extend(r);
+    assert_no_leaks(&seen, &forbidden);
+}

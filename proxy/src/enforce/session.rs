@@ -66,6 +66,26 @@ fn same_verdict(a: Option<&Outcome>, b: Option<&Outcome>) -> bool {
     }
 }
 
+/// A protocol-level portal as the books have it.
+struct Bound {
+    /// The text of the statement it was bound to (None: not in the books).
+    sql: Option<Arc<str>>,
+    /// That statement's decision at the Bind.
+    outcome: Option<Arc<Outcome>>,
+    /// The policy generation the decision holds under.
+    generation: u64,
+}
+
+/// A SQL cursor as it was declared: the text that declared it, its decision and the
+/// policy generation that decision holds under. The server keeps the cursor's plan (and
+/// its rewrite) whatever the policy says later.
+#[derive(Clone)]
+struct Opened {
+    sql: Arc<str>,
+    outcome: Arc<Outcome>,
+    generation: u64,
+}
+
 /// One statement's report inside a shared outcome.
 struct ReportRef {
     outcome: Arc<Outcome>,
@@ -177,9 +197,12 @@ pub struct Enforcer {
     /// SQL-level `PREPARE name AS …`: the text that prepared it and its decision then.
     /// PostgreSQL re-resolves names at EXECUTE, so EXECUTE is decided again.
     sql_prepared: HashMap<String, (String, PolicyVerdict)>,
-    /// Portal → the statement it was bound to and that statement's decision then (a
-    /// portal outlives a Close of its statement and runs what was bound).
-    portals: HashMap<String, (String, Option<Arc<Outcome>>)>,
+    /// Portal → what it was bound to (a portal outlives a Close of its statement and
+    /// runs what was bound).
+    portals: HashMap<String, Bound>,
+    /// SQL cursor name → every `DECLARE` of it the session sent (which one the server
+    /// holds is not tracked, so a FETCH must be right for all of them).
+    cursors: HashMap<String, Vec<Opened>>,
     /// Binds and portal Closes forwarded but not yet answered, in order: the portal's
     /// name, whether it displaces a binding whose rows the proxy masks, and the batch
     /// (count of Syncs and Queries sent before it) it was sent in.
@@ -383,6 +406,7 @@ impl Enforcer {
             resolution_change: None,
             sql_prepared: HashMap::default(),
             portals: HashMap::default(),
+            cursors: HashMap::default(),
             portal_ops: Default::default(),
             doubtful_portals: Default::default(),
             batches: 0,
@@ -630,7 +654,7 @@ impl Enforcer {
         });
     }
 
-    fn apply_effects(&mut self, sql: &str, outcome: &Outcome) {
+    fn apply_effects(&mut self, sql: &str, outcome: &Arc<Outcome>) {
         for report in outcome.statements.iter() {
             for effect in &report.effects {
                 match effect {
@@ -668,7 +692,21 @@ impl Enforcer {
                         self.sql_prepared.remove(name);
                     }
                     SessionEffect::Deallocate { name: None } => self.sql_prepared.clear(),
-                    SessionEffect::DeclareCursor { .. } | SessionEffect::Fetch { .. } => {}
+                    SessionEffect::DeclareCursor { name } => {
+                        let opened = Opened {
+                            sql: sql.into(),
+                            outcome: outcome.clone(),
+                            generation: self.active.generation,
+                        };
+                        let book = self.cursors.entry(name.clone()).or_default();
+                        if !book
+                            .iter()
+                            .any(|o| o.generation == opened.generation && *o.sql == *opened.sql)
+                        {
+                            book.push(opened);
+                        }
+                    }
+                    SessionEffect::Fetch { .. } => {}
                 }
             }
         }
@@ -706,7 +744,7 @@ impl Enforcer {
     fn portal_masked(&self, name: &str) -> bool {
         self.portals
             .get(name)
-            .and_then(|(_, o)| o.as_deref())
+            .and_then(|b| b.outcome.as_deref())
             .is_some_and(|o| self.masks_rows_extended(o))
     }
 
@@ -772,7 +810,78 @@ impl Enforcer {
                 if let Some(v) = self.portal_hazard(name) {
                     return Some(v);
                 }
+                if let Some(v) = self.opened_under_another_policy(name) {
+                    return Some(v);
+                }
             }
+        }
+        None
+    }
+
+    /// Whether `outcome`, the decision of `sql` under policy generation `generation`,
+    /// is still the decision under the policy in force (which has been adopted).
+    fn still_decided(
+        &mut self,
+        sql: Option<&str>,
+        outcome: Option<&Outcome>,
+        generation: u64,
+    ) -> bool {
+        if generation == self.active.generation {
+            return true;
+        }
+        let Some(sql) = sql else {
+            return false;
+        };
+        let now = self.decide(sql, false).0;
+        same_verdict(outcome, Some(&now))
+    }
+
+    /// Running portal or cursor `name` (Execute, FETCH, MOVE) whose rows were decided
+    /// under an earlier policy: the server runs the plan it opened, rewritten (or not)
+    /// by the old policy, so a policy reload that masks or denies more would not reach
+    /// it. Refused unless its text is decided the same way under the policy now.
+    fn opened_under_another_policy(&mut self, name: &str) -> Option<Verdict> {
+        self.context_now();
+        if !self.restricted {
+            return None;
+        }
+        let generation = self.active.generation;
+        if let Some(b) = self.portals.get(name) {
+            let (sql, outcome, then) = (b.sql.clone(), b.outcome.clone(), b.generation);
+            if !self.still_decided(sql.as_deref(), outcome.as_deref(), then) {
+                return Some(Verdict::Refuse(
+                    ProxyError::error(
+                        "42501",
+                        format!(
+                            "pgveil: the access policy changed since portal \"{name}\" was bound, and its rows follow the old one"
+                        ),
+                    )
+                    .with_hint("bind the statement again"),
+                ));
+            }
+            if let Some(b) = self.portals.get_mut(name) {
+                b.generation = generation;
+            }
+        }
+        let declared = self.cursors.get(name).cloned().unwrap_or_default();
+        for o in &declared {
+            if !self.still_decided(Some(&o.sql), Some(&o.outcome), o.generation) {
+                return Some(Verdict::Refuse(
+                    ProxyError::error(
+                        "42501",
+                        format!(
+                            "pgveil: the access policy changed since cursor \"{name}\" was declared, and its rows follow the old one"
+                        ),
+                    )
+                    .with_hint("CLOSE the cursor and DECLARE it again"),
+                ));
+            }
+        }
+        if let Some(book) = self.cursors.get_mut(name) {
+            for o in book.iter_mut() {
+                o.generation = generation;
+            }
+            book.dedup_by(|a, b| *a.sql == *b.sql);
         }
         None
     }
@@ -1108,20 +1217,22 @@ impl SessionHook for Enforcer {
                 }
             }
         }
-        let outcome = self
-            .statements
-            .get(statement)
-            .and_then(|p| p.outcome.clone());
+        let (sql, outcome) = match self.statements.get(statement) {
+            Some(p) => (Some(p.sql.clone()), p.outcome.clone()),
+            None => (None, None),
+        };
         let displaces = self.portal_masked(portal);
         self.portal_ops
             .push_back((portal.to_owned(), displaces, self.batches));
-        match self.portals.get_mut(portal) {
-            Some((s, o)) if s == statement => *o = outcome,
-            _ => {
-                self.portals
-                    .insert(portal.to_owned(), (statement.to_owned(), outcome));
-            }
-        }
+        let generation = self.active.generation;
+        self.portals.insert(
+            portal.to_owned(),
+            Bound {
+                sql,
+                outcome,
+                generation,
+            },
+        );
         Verdict::Forward
     }
 
@@ -1129,14 +1240,17 @@ impl SessionHook for Enforcer {
         if let Some(v) = self.portal_hazard(portal) {
             return (v, None);
         }
-        let bound = self.portals.get(portal).and_then(|(_, o)| o.clone());
+        if let Some(v) = self.opened_under_another_policy(portal) {
+            return (v, None);
+        }
+        let bound = self.portals.get(portal).and_then(|b| b.outcome.clone());
         if let Some(v) = bound.and_then(|o| self.fetch_hazard(&o)) {
             return (v, None);
         }
         let Some(report) = self
             .portals
             .get(portal)
-            .and_then(|(_, o)| o.clone())
+            .and_then(|b| b.outcome.clone())
             .filter(|o| !o.statements.is_empty())
             .map(|outcome| ReportRef { outcome, index: 0 })
         else {
@@ -1169,7 +1283,7 @@ impl SessionHook for Enforcer {
         let outcome = if kind == b'S' {
             self.statements.get(name).and_then(|p| p.outcome.as_ref())
         } else {
-            self.portals.get(name).and_then(|(_, o)| o.as_ref())
+            self.portals.get(name).and_then(|b| b.outcome.as_ref())
         }?;
         if self.masks_rows_extended(outcome) {
             outcome.row_masks.clone()
@@ -1262,8 +1376,22 @@ impl SessionHook for Enforcer {
         let seconds = started.elapsed().as_secs_f64();
         if matches!(how, Completion::Done { .. }) {
             for effect in &report.effects {
-                if let SessionEffect::Deallocate { name } = effect {
-                    self.statements.deallocated(name.as_deref());
+                match effect {
+                    SessionEffect::Deallocate { name } => {
+                        self.statements.deallocated(name.as_deref());
+                    }
+                    SessionEffect::DeclareCursor { name } => {
+                        // The server holds this cursor now, and no other of the name.
+                        if let Some(book) = self.cursors.get_mut(name) {
+                            if book
+                                .iter()
+                                .any(|o| Arc::ptr_eq(&o.outcome, &report.outcome))
+                            {
+                                book.retain(|o| Arc::ptr_eq(&o.outcome, &report.outcome));
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
