@@ -1631,3 +1631,60 @@ async fn cursors_and_portals_opened_before_a_policy_reload() {
     seen.extend(r);
     assert_no_leaks(&seen, &forbidden);
 }
+
+/// A `PREPARE` of a name the session already prepared fails on the server (42P05), which
+/// keeps the first statement; the proxy's books took the second text. The first, prepared
+/// over a temp table named like the public view over phones, was decided again from the
+/// second text at EXECUTE (and at a protocol Bind) after the temp table was dropped,
+/// allowed, and run by PostgreSQL analysed again over the public view: raw phones. A
+/// PREPARE is entered in the books only once the server confirms it.
+#[tokio::test]
+async fn failed_prepare_of_a_taken_name() {
+    let db = "shop_failed_prepare";
+    let proxy = corpus_proxy(db).await;
+    let forbidden = forbidden();
+    let mut seen = Vec::new();
+    for bind in [false, true] {
+        let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+        for sql in [
+            "CREATE TEMP TABLE customer_view (id bigint, name text, phone text)",
+            "INSERT INTO customer_view VALUES (1, 'decoy', 'decoy')",
+            "PREPARE p AS SELECT phone FROM customer_view",
+        ] {
+            let r = sess.simple(sql).await;
+            assert_eq!(summary(&r).1, None, "{sql}: {r:?}");
+            seen.extend(r);
+        }
+        let r = sess.simple("PREPARE p AS SELECT 'x'::text AS phone").await;
+        assert_eq!(summary(&r).1.as_deref(), Some("42P05"), "{r:?}");
+        seen.extend(r);
+        let r = sess.simple("DROP TABLE pg_temp.customer_view").await;
+        assert_eq!(summary(&r).1, None, "{r:?}");
+        seen.extend(r);
+        let r = if bind {
+            pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await
+        } else {
+            sess.simple("EXECUTE p").await
+        };
+        assert_eq!(errors(&r), ["42501"], "{r:?}");
+        seen.extend(r);
+        // A PREPARE that the server refused for another reason leaves no name behind.
+        let r = sess
+            .simple("PREPARE q AS SELECT no_such_column FROM customers")
+            .await;
+        assert!(summary(&r).1.is_some(), "{r:?}");
+        seen.extend(r);
+        let r = sess.simple("EXECUTE q").await;
+        assert_eq!(summary(&r).1.as_deref(), Some("26000"), "{r:?}");
+        seen.extend(r);
+        // A name prepared once runs as before.
+        let r = sess
+            .simple("PREPARE r AS SELECT phone FROM customers")
+            .await;
+        assert_eq!(summary(&r).1, None, "{r:?}");
+        let r = sess.simple("EXECUTE r").await;
+        assert_eq!(summary(&r), (10, None), "{r:?}");
+        seen.extend(r);
+    }
+    assert_no_leaks(&seen, &forbidden);
+}

@@ -197,6 +197,11 @@ pub struct Enforcer {
     /// SQL-level `PREPARE name AS …`: the text that prepared it and its decision then.
     /// PostgreSQL re-resolves names at EXECUTE, so EXECUTE is decided again.
     sql_prepared: HashMap<String, (String, PolicyVerdict)>,
+    /// `PREPARE`s forwarded and not confirmed yet (name, text, decision): entered in
+    /// `sql_prepared` when the server completes them. A PREPARE of a name the server
+    /// holds fails there (42P05) and keeps the first statement, so the books must not
+    /// take the second text before the server did.
+    prepares_in_flight: Vec<(String, String, Arc<Outcome>)>,
     /// Portal → what it was bound to (a portal outlives a Close of its statement and
     /// runs what was bound).
     portals: HashMap<String, Bound>,
@@ -405,6 +410,7 @@ impl Enforcer {
             readies_owed: 0,
             resolution_change: None,
             sql_prepared: HashMap::default(),
+            prepares_in_flight: Vec::new(),
             portals: HashMap::default(),
             cursors: HashMap::default(),
             portal_ops: Default::default(),
@@ -685,8 +691,11 @@ impl Enforcer {
                         self.resolution_changes(true);
                     }
                     SessionEffect::Prepare { name } => {
-                        self.sql_prepared
-                            .insert(name.clone(), (sql.to_owned(), outcome.verdict.clone()));
+                        self.prepares_in_flight.push((
+                            name.clone(),
+                            sql.to_owned(),
+                            outcome.clone(),
+                        ));
                     }
                     SessionEffect::Deallocate { name: Some(name) } => {
                         self.sql_prepared.remove(name);
@@ -1374,6 +1383,21 @@ impl SessionHook for Enforcer {
             started,
         } = *pending;
         let seconds = started.elapsed().as_secs_f64();
+        for effect in &report.effects {
+            if let SessionEffect::Prepare { name } = effect {
+                let at = self
+                    .prepares_in_flight
+                    .iter()
+                    .position(|(n, _, o)| n == name && Arc::ptr_eq(o, &report.outcome));
+                if let Some(at) = at {
+                    let (name, sql, outcome) = self.prepares_in_flight.remove(at);
+                    if matches!(how, Completion::Done { .. }) {
+                        self.sql_prepared
+                            .insert(name, (sql, outcome.verdict.clone()));
+                    }
+                }
+            }
+        }
         if matches!(how, Completion::Done { .. }) {
             for effect in &report.effects {
                 match effect {
