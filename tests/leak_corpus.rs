@@ -1688,3 +1688,95 @@ async fn failed_prepare_of_a_taken_name() {
     }
     assert_no_leaks(&seen, &forbidden);
 }
+
+/// pgveil reads the catalog over its own connection, which does not see this session's
+/// uncommitted DDL: after `DROP TABLE pg_temp.customer_view` (or a RENAME of it) inside
+/// `BEGIN`, or pipelined before the Sync in the extended protocol, the proxy still
+/// resolved `customer_view` to the untagged temp table and allowed the SELECT, which
+/// PostgreSQL ran over the public view: raw phones. Statements that resolve relation
+/// names (and EXECUTE, Bind) are refused until the transaction ends; after it they are
+/// decided on the catalog read again.
+#[tokio::test]
+async fn statements_after_uncommitted_ddl() {
+    let db = "shop_uncommitted_ddl";
+    let proxy = corpus_proxy(db).await;
+    let forbidden = forbidden();
+    let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
+    let mut seen = Vec::new();
+    for sql in [
+        "CREATE TEMP TABLE customer_view (id bigint, name text, phone text)",
+        "INSERT INTO customer_view VALUES (1, 'decoy', 'decoy')",
+        "PREPARE p AS SELECT phone FROM customer_view",
+    ] {
+        let r = sess.simple(sql).await;
+        assert_eq!(summary(&r).1, None, "{sql}: {r:?}");
+        seen.extend(r);
+    }
+    let r = pipeline(
+        &mut sess,
+        &[parse("s1", "SELECT phone FROM customer_view"), sync()],
+        1,
+    )
+    .await;
+    assert_eq!(summary(&r).1, None, "{r:?}");
+    for ddl in [
+        "DROP TABLE pg_temp.customer_view",
+        "ALTER TABLE pg_temp.customer_view RENAME TO cv2",
+    ] {
+        for sql in ["BEGIN", ddl] {
+            let r = sess.simple(sql).await;
+            assert_eq!(summary(&r).1, None, "{sql}: {r:?}");
+        }
+        let r = sess.simple("SELECT phone FROM customer_view").await;
+        assert_eq!(summary(&r), (0, Some("42501".into())), "{r:?}");
+        seen.extend(r);
+        for msgs in [
+            vec![raw::message(b'Q', b"SAVEPOINT a\0")],
+            vec![raw::message(b'Q', b"EXECUTE p\0")],
+            vec![raw::message(b'Q', b"ROLLBACK TO SAVEPOINT a\0")],
+            vec![bind_execute("s1"), sync()],
+            vec![raw::message(b'Q', b"ROLLBACK TO SAVEPOINT a\0")],
+            vec![
+                parse("", "SELECT phone FROM customer_view"),
+                bind_execute(""),
+                sync(),
+            ],
+        ] {
+            let r = pipeline(&mut sess, &msgs, 1).await;
+            assert_eq!(data_rows(&r), 0, "{r:?}");
+            seen.extend(r);
+        }
+        let r = sess.simple("ROLLBACK").await;
+        assert_eq!(summary(&r).1, None, "{r:?}");
+        // The transaction is over: the temp table is back, and read.
+        let r = sess.simple("SELECT phone FROM customer_view").await;
+        assert_eq!(summary(&r), (1, None), "{r:?}");
+        seen.extend(r);
+    }
+    // The extended protocol: DDL and a read in one implicit transaction (no Sync between).
+    let r = pipeline(
+        &mut sess,
+        &[
+            parse("", "DROP TABLE pg_temp.customer_view"),
+            bind_execute(""),
+            parse("", "SELECT phone FROM customer_view"),
+            bind_execute(""),
+            sync(),
+        ],
+        1,
+    )
+    .await;
+    assert_eq!(summary(&r), (0, Some("42501".into())), "{r:?}");
+    seen.extend(r);
+    let r = sess.simple("SELECT phone FROM customer_view").await;
+    assert_eq!(summary(&r), (1, None), "the DROP was rolled back: {r:?}");
+    seen.extend(r);
+    // Committed DDL: the catalog is read again before the next statement, which now names
+    // the public view (outside this role's tables).
+    let r = sess.simple("DROP TABLE pg_temp.customer_view").await;
+    assert_eq!(summary(&r).1, None, "{r:?}");
+    let r = sess.simple("SELECT phone FROM customer_view").await;
+    assert_eq!(summary(&r), (0, Some("42501".into())), "{r:?}");
+    seen.extend(r);
+    assert_no_leaks(&seen, &forbidden);
+}

@@ -194,6 +194,13 @@ pub struct Enforcer {
     /// A forwarded statement changes how names resolve (DDL, DISCARD, search_path)
     /// and the server has not run it yet: see [`ResolutionChange`].
     resolution_change: Option<ResolutionChange>,
+    /// A DDL statement (or DISCARD) was forwarded and its transaction has not ended:
+    /// the ReadyForQuery count until its batch is answered (then the transaction status
+    /// tells whether it ended). pgveil reads the catalog over its own connection, which
+    /// does not see this session's uncommitted changes (a `DROP TABLE pg_temp.t` inside
+    /// `BEGIN`, or pipelined before a Sync, still shows the temp table), so statements
+    /// that resolve relation names are refused until then.
+    uncommitted_ddl: Option<u64>,
     /// SQL-level `PREPARE name AS …`: the text that prepared it and its decision then.
     /// PostgreSQL re-resolves names at EXECUTE, so EXECUTE is decided again.
     sql_prepared: HashMap<String, (String, PolicyVerdict)>,
@@ -323,6 +330,25 @@ struct ResolutionChange {
     catalog: bool,
 }
 
+/// Whether the server resolves relation names to run `outcome`'s text (it reads a
+/// relation, or runs a prepared statement that PostgreSQL may analyse again).
+fn resolves_names(outcome: &Outcome) -> bool {
+    outcome
+        .statements
+        .iter()
+        .any(|r| !r.relations.is_empty() || execute_target(&r.normalized).is_some())
+}
+
+/// The refusal of a statement that resolves relation names while this session's DDL is
+/// not committed.
+fn uncommitted_ddl_refusal() -> ProxyError {
+    ProxyError::error(
+        "42501",
+        "pgveil: statements that read relations are not allowed for this role after DDL in the same transaction (pgveil cannot see uncommitted catalog changes)",
+    )
+    .with_hint("COMMIT or ROLLBACK first; in the extended protocol, Sync after the DDL")
+}
+
 /// The refusal of an EXECUTE (or Bind) of SQL-prepared statement `name` whose decision
 /// changed since its PREPARE.
 fn changed_since_prepared(name: &str) -> ProxyError {
@@ -409,6 +435,7 @@ impl Enforcer {
             settle: Arc::default(),
             readies_owed: 0,
             resolution_change: None,
+            uncommitted_ddl: None,
             sql_prepared: HashMap::default(),
             prepares_in_flight: Vec::new(),
             portals: HashMap::default(),
@@ -685,6 +712,9 @@ impl Enforcer {
                         self.context = None;
                     }
                     SessionEffect::CatalogChanged => {
+                        if self.restricted {
+                            self.uncommitted_ddl = Some(self.readies_owed + 1);
+                        }
                         self.refresh_since = Some(Instant::now());
                         self.wants_probe = true;
                         self.changed_in_tx |= self.tx_status != b'I';
@@ -1025,6 +1055,9 @@ impl Enforcer {
             if let Some(v) = self.fetch_hazard(&outcome) {
                 return (v, None);
             }
+            if self.uncommitted_ddl.is_some() && resolves_names(&outcome) {
+                return (Verdict::Refuse(uncommitted_ddl_refusal()), None);
+            }
         }
         // Events are written now for a simple Query (at completion) and for a refused
         // Parse; an allowed Parse or Bind is audited at each Execute instead.
@@ -1191,6 +1224,16 @@ impl SessionHook for Enforcer {
             if let Some(e) = self.sql_prepared_changed(statement) {
                 return Verdict::Refuse(e);
             }
+        }
+        if self.restricted
+            && self.uncommitted_ddl.is_some()
+            && self
+                .statements
+                .get(statement)
+                .and_then(|p| p.outcome.as_deref())
+                .is_none_or(resolves_names)
+        {
+            return Verdict::Refuse(uncommitted_ddl_refusal());
         }
         let known = self.statements.get(statement).map(|p| p.reusable_in);
         let unchanged = match known {
@@ -1463,6 +1506,12 @@ impl SessionHook for Enforcer {
     fn on_ready(&mut self, status: u8) {
         self.tx_status = status;
         self.readies_owed = self.readies_owed.saturating_sub(1);
+        if let Some(left) = &mut self.uncommitted_ddl {
+            *left = left.saturating_sub(1);
+            if *left == 0 && status == b'I' {
+                self.uncommitted_ddl = None;
+            }
+        }
         if let Some(change) = &mut self.resolution_change {
             change.readies_left = change.readies_left.saturating_sub(1);
             if change.readies_left == 0 {
