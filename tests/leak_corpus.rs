@@ -1780,3 +1780,37 @@ async fn statements_after_uncommitted_ddl() {
     seen.extend(r);
     assert_no_leaks(&seen, &forbidden);
 }
+
+/// PostgreSQL splits the `options` startup parameter with backslash escapes, so
+/// `-c rol\e=…` sets `role`: the proxy read the name as written and let a restricted
+/// user that is a member of another role start the session as that role (the same went
+/// for `session_authorization`, `client_encoding`, `standard_conforming_strings`). The
+/// options are split as the server splits them now.
+#[tokio::test]
+async fn escaped_startup_option_names() {
+    let db = "shop_escaped_options";
+    let proxy = corpus_proxy(db).await;
+    postgres().psql_admin(db, "GRANT pg_read_all_data TO scratch");
+    for options in [
+        "-c rol\\e=pg_read_all_data",
+        "--r\\ole=pg_read_all_data",
+        "-c \\role=pg_read_all_data",
+    ] {
+        let (_, msgs) = Session::open(proxy.port(), T, db, &[("options", options)]).await;
+        assert_eq!(errors(&msgs), ["42501"], "{options}: {msgs:?}");
+    }
+    let (mut sess, msgs) = Session::open(
+        proxy.port(),
+        T,
+        db,
+        &[(
+            "options",
+            "-c statement_timeout=5s -c application_name=a\\ b",
+        )],
+    )
+    .await;
+    assert!(errors(&msgs).is_empty(), "{msgs:?}");
+    let r = sess.simple("SHOW application_name").await;
+    postgres().psql_admin(db, "REVOKE pg_read_all_data FROM scratch");
+    assert_eq!(summary(&r), (1, None), "{r:?}");
+}

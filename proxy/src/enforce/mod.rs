@@ -144,7 +144,7 @@ fn forbidden_startup_setting(params: &[(String, String)]) -> Option<String> {
     session::startup_settings(params)
         .into_iter()
         .find(|(name, value)| bad_value(name, value))
-        .map(|(name, _)| name.to_owned())
+        .map(|(name, _)| name)
 }
 
 /// The hook factory that enforces the policy.

@@ -262,38 +262,69 @@ const SESSION_SHAPES: usize = 4;
 fn purpose_from_startup(params: &[(String, String)]) -> Option<String> {
     startup_settings(params)
         .into_iter()
-        .find(|(k, _)| *k == "pgveil.purpose")
-        .map(|(_, v)| v.to_owned())
+        .find(|(k, _)| k == "pgveil.purpose")
+        .map(|(_, v)| v)
         .filter(|v| !v.is_empty())
 }
 
 /// Every setting a StartupMessage makes: its parameters (except `options`) first, then
 /// the `-c name=value` / `--name=value` settings inside `options`, as the server reads
 /// them.
-pub(crate) fn startup_settings(params: &[(String, String)]) -> Vec<(&str, &str)> {
-    let mut out: Vec<(&str, &str)> = params
+pub(crate) fn startup_settings(params: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| k != "options")
-        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for (_, options) in params.iter().filter(|(k, _)| k == "options") {
-        let mut words = options.split_whitespace();
+        let words = split_options(options);
+        let mut words = words.iter();
         while let Some(w) = words.next() {
             let setting = if w == "-c" {
-                words.next().unwrap_or("")
+                words.next().map_or("", String::as_str)
             } else if let Some(rest) = w.strip_prefix("-c").or_else(|| w.strip_prefix("--")) {
                 rest
             } else {
                 continue;
             };
             if let Some((name, value)) = setting.split_once('=') {
-                out.push((name, value));
+                out.push((name.to_owned(), value.to_owned()));
             } else if !setting.is_empty() {
-                out.push((setting, ""));
+                out.push((setting.to_owned(), String::new()));
             }
         }
     }
     out
+}
+
+/// The words of an `options` startup parameter as PostgreSQL splits them
+/// (`pg_split_opts`): separated by whitespace, a backslash takes the next character
+/// literally (`-c rol\e=x` sets `role`, `-c search_path=a,\ b` keeps the space).
+fn split_options(options: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = options.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return words;
+        }
+        let mut word = String::new();
+        while let Some(c) = chars.next() {
+            if c.is_ascii_whitespace() {
+                break;
+            }
+            if c == '\\' {
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+                continue;
+            }
+            word.push(c);
+        }
+        words.push(word);
+    }
 }
 
 /// The statement name of an `EXECUTE name [(…)]` statement (normalized text), folded
@@ -1653,5 +1684,21 @@ mod tests {
             purpose_from_startup(&p("options", "-c statement_timeout=5")),
             None
         );
+        assert_eq!(
+            purpose_from_startup(&p("options", "-c pgveil.purpos\\e=a\\ b")),
+            Some("a b".into())
+        );
+    }
+
+    #[test]
+    fn options_are_split_like_postgresql() {
+        let p = vec![(
+            "options".to_owned(),
+            "-c rol\\e=x  --client_encodin\\g=SJIS -csearch_path=a,\\ b".to_owned(),
+        )];
+        let got = startup_settings(&p);
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["role", "client_encoding", "search_path"]);
+        assert_eq!(got[2].1, "a, b");
     }
 }
