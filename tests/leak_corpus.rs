@@ -471,6 +471,24 @@ fn leaks(msgs: &[Msg], forbidden: &[String]) -> Vec<String> {
 }
 
 /// Rows (DataRow + CopyData) and the first error's SQLSTATE.
+/// Runs `sqls` one at a time over the simple protocol; each must succeed, and its output
+/// joins `seen` for the leak check.
+async fn run_ok(sess: &mut Session, sqls: &[&str], seen: &mut Vec<Msg>) {
+    for sql in sqls {
+        let r = sess.simple(sql).await;
+        assert_eq!(summary(&r).1, None, "{sql}: {r:?}");
+        seen.extend(r);
+    }
+}
+
+/// A temp table named like the public view over raw phones, with one decoy row, and `p`
+/// prepared over it while it shadows the view.
+const DECOY_VIEW_PREPARED: &[&str] = &[
+    "CREATE TEMP TABLE customer_view (id bigint, name text, phone text)",
+    "INSERT INTO customer_view VALUES (1, 'decoy', 'decoy')",
+    "PREPARE p AS SELECT phone FROM customer_view",
+];
+
 fn summary(msgs: &[Msg]) -> (usize, Option<String>) {
     let rows = msgs
         .iter()
@@ -1423,15 +1441,7 @@ async fn sql_prepared_statement_bound_after_its_relation_changed() {
     let forbidden = forbidden();
     let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
     let mut seen = Vec::new();
-    for sql in [
-        "CREATE TEMP TABLE customer_view (id bigint, name text, phone text)",
-        "INSERT INTO customer_view VALUES (1, 'decoy', 'decoy')",
-        "PREPARE p AS SELECT phone FROM customer_view",
-    ] {
-        let r = sess.simple(sql).await;
-        assert_eq!(summary(&r).1, None, "{sql}: {r:?}");
-        seen.extend(r);
-    }
+    run_ok(&mut sess, DECOY_VIEW_PREPARED, &mut seen).await;
     let r = pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await;
     assert_eq!(summary(&r), (1, None), "the temp table's row: {r:?}");
     seen.extend(r);
@@ -1646,15 +1656,7 @@ async fn failed_prepare_of_a_taken_name() {
     let mut seen = Vec::new();
     for bind in [false, true] {
         let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
-        for sql in [
-            "CREATE TEMP TABLE customer_view (id bigint, name text, phone text)",
-            "INSERT INTO customer_view VALUES (1, 'decoy', 'decoy')",
-            "PREPARE p AS SELECT phone FROM customer_view",
-        ] {
-            let r = sess.simple(sql).await;
-            assert_eq!(summary(&r).1, None, "{sql}: {r:?}");
-            seen.extend(r);
-        }
+        run_ok(&mut sess, DECOY_VIEW_PREPARED, &mut seen).await;
         let r = sess.simple("PREPARE p AS SELECT 'x'::text AS phone").await;
         assert_eq!(summary(&r).1.as_deref(), Some("42P05"), "{r:?}");
         seen.extend(r);
@@ -1703,15 +1705,7 @@ async fn statements_after_uncommitted_ddl() {
     let forbidden = forbidden();
     let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
     let mut seen = Vec::new();
-    for sql in [
-        "CREATE TEMP TABLE customer_view (id bigint, name text, phone text)",
-        "INSERT INTO customer_view VALUES (1, 'decoy', 'decoy')",
-        "PREPARE p AS SELECT phone FROM customer_view",
-    ] {
-        let r = sess.simple(sql).await;
-        assert_eq!(summary(&r).1, None, "{sql}: {r:?}");
-        seen.extend(r);
-    }
+    run_ok(&mut sess, DECOY_VIEW_PREPARED, &mut seen).await;
     let r = pipeline(
         &mut sess,
         &[parse("s1", "SELECT phone FROM customer_view"), sync()],
@@ -1723,10 +1717,7 @@ async fn statements_after_uncommitted_ddl() {
         "DROP TABLE pg_temp.customer_view",
         "ALTER TABLE pg_temp.customer_view RENAME TO cv2",
     ] {
-        for sql in ["BEGIN", ddl] {
-            let r = sess.simple(sql).await;
-            assert_eq!(summary(&r).1, None, "{sql}: {r:?}");
-        }
+        run_ok(&mut sess, &["BEGIN", ddl], &mut seen).await;
         let r = sess.simple("SELECT phone FROM customer_view").await;
         assert_eq!(summary(&r), (0, Some("42501".into())), "{r:?}");
         seen.extend(r);
