@@ -1953,11 +1953,9 @@ impl<'a> Walker<'a> {
 
     /// `j.col` of a parenthesized join `(… JOIN …) AS j`: the column of whichever relation
     /// inside the join has it.
-    /// Whether a relation inside the join has the column.
-    fn read_join_column(&mut self, alias: &str, col: &str) -> bool {
-        let Some(members) = self.join_members(alias) else {
-            return false;
-        };
+    /// Whether a relation inside the join has the column (`None`: `alias` is no join).
+    fn read_join_column(&mut self, alias: &str, col: &str) -> Option<bool> {
+        let members = self.join_members(alias)?;
         let mut found = false;
         for m in &members {
             if m.rel.as_ref().is_some_and(|r| r.col(col).is_some()) {
@@ -1965,7 +1963,7 @@ impl<'a> Walker<'a> {
                 self.read_column(m, col);
             }
         }
-        found
+        Some(found)
     }
 
     /// `*` (qualifier `None`) or `t.*`.
@@ -2105,9 +2103,9 @@ impl<'a> Walker<'a> {
                 None => {
                     // A subquery, function or parenthesized join: `x.f` that is not a
                     // column of a relation inside a join may be the call `f(x)`.
-                    let join = self.join_members(&alias).is_some();
-                    if !self.read_join_column(&alias, &name) && !is_system_column(&name) {
-                        if join {
+                    let found = self.read_join_column(&alias, &name);
+                    if found != Some(true) && !is_system_column(&name) {
+                        if found.is_some() {
                             self.whole_row(&it);
                         }
                         self.check_field_function(col, false);
