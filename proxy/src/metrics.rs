@@ -190,6 +190,8 @@ pub struct Metrics {
     decision_cache_hit: IntCounter,
     decision_cache_miss: IntCounter,
     unmatched_tags: IntGauge,
+    catalog_loads_ok: IntCounter,
+    catalog_loads_failed: IntCounter,
     /// Pre-resolved per-role handles, created on first use.
     roles: DashMap<String, Arc<RoleMetrics>>,
     /// `audit_events_total{sink, result=ok|failed}` per sink, created on first use.
@@ -370,6 +372,18 @@ impl Metrics {
                 "Column tags of the policy that match no column in the catalog.",
             ))?,
         )?;
+        let catalog_loads = register(
+            r,
+            IntCounterVec::new(
+                opts(
+                    "catalog_loads_total",
+                    "Catalog snapshot loads by result (ok, failed).",
+                ),
+                &["result"],
+            )?,
+        )?;
+        let catalog_loads_ok = catalog_loads.with_label_values(&["ok"]);
+        let catalog_loads_failed = catalog_loads.with_label_values(&["failed"]);
         let build_info = register(
             r,
             IntGaugeVec::new(
@@ -408,6 +422,8 @@ impl Metrics {
             decision_cache_hit,
             decision_cache_miss,
             unmatched_tags,
+            catalog_loads_ok,
+            catalog_loads_failed,
             roles: DashMap::new(),
             sinks: DashMap::new(),
         })
@@ -558,6 +574,15 @@ impl Metrics {
     /// How many policy column tags match no catalog column (after load or a catalog refresh).
     pub fn unmatched_tags(&self, n: usize) {
         self.unmatched_tags.set(saturating_i64(n));
+    }
+
+    /// A catalog snapshot load finished (`ok`) or failed.
+    pub fn catalog_load(&self, ok: bool) {
+        if ok {
+            self.catalog_loads_ok.inc();
+        } else {
+            self.catalog_loads_failed.inc();
+        }
     }
 
     // ---- audit ----

@@ -5,10 +5,16 @@
 //! Snapshots are immutable and versioned (the version is part of the decision cache
 //! key). They are reloaded after DDL seen through the proxy, when a restricted session
 //! meets a relation the snapshot does not know, on a TTL, and after a policy reload.
+//!
+//! DDL committed through the proxy marks its database dirty ([`CatalogCache::mark_dirty`]):
+//! one background reload runs per database at a time, and marks arriving meanwhile cause
+//! one more load after it, so a burst of DDL costs a handful of loads. Restricted
+//! sessions compare [`CatalogCache::marks`] with the count they saw before each decision
+//! and wait for a load that started after the latest mark ([`CatalogCache::dirty_after`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -18,6 +24,7 @@ use pgveil_policy::catalog::{
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+use crate::metrics::metrics;
 use crate::upstream::{Upstream, UpstreamError};
 
 const RELATIONS_SQL: &str = include_str!("relations.sql");
@@ -97,6 +104,20 @@ impl Catalog for Snapshot {
     }
 }
 
+/// One database's pending catalog change: the latest DDL completion marked through the
+/// proxy and whether a background reload is scheduled for it.
+#[derive(Default)]
+struct Dirty {
+    at: Mutex<Option<Instant>>,
+    scheduled: AtomicBool,
+}
+
+impl Dirty {
+    fn at(&self) -> Option<Instant> {
+        *self.at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Catalog snapshots by database, shared by all sessions.
 pub struct CatalogCache {
     upstream: Upstream,
@@ -107,6 +128,12 @@ pub struct CatalogCache {
     /// Bumped after every snapshot change, so sessions can keep their snapshot until
     /// it moves instead of looking it up for every statement.
     changes: AtomicU64,
+    /// Latest DDL completion per database (see [`CatalogCache::mark_dirty`]).
+    dirty: DashMap<String, Arc<Dirty>, foldhash::fast::RandomState>,
+    /// Bumped after every mark, so restricted sessions notice one with an atomic load.
+    marks: AtomicU64,
+    /// Catalog loads attempted (successful or not), for tests and metrics.
+    loads: AtomicU64,
     /// Snapshots older than this are reloaded by the background refresher.
     pub ttl: Duration,
 }
@@ -121,6 +148,9 @@ impl CatalogCache {
             loading: DashMap::new(),
             next_version: AtomicU64::new(1),
             changes: AtomicU64::new(0),
+            dirty: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            marks: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
             ttl,
         }
     }
@@ -138,6 +168,81 @@ impl CatalogCache {
     /// A counter that moves whenever any database's snapshot is replaced.
     pub fn changes(&self) -> u64 {
         self.changes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A counter that moves whenever any database is marked dirty: a session that saw
+    /// the same value before has no newer DDL to wait for.
+    pub fn marks(&self) -> u64 {
+        self.marks.load(Ordering::Acquire)
+    }
+
+    /// How many catalog loads were attempted since start.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
+    /// When DDL on `db` last completed through the proxy, if the current snapshot was
+    /// loaded before that (a decision must then wait for `refresh(db, at)`).
+    pub fn dirty_after(&self, db: &str) -> Option<Instant> {
+        let at = self.dirty.get(db)?.at()?;
+        match self.get(db) {
+            Some(s) if s.loaded_at >= at => None,
+            _ => Some(at),
+        }
+    }
+
+    /// DDL on `db` completed (or its transaction committed) through the proxy at `at`
+    /// (the ReadyForQuery that ended it): restricted sessions must not decide against
+    /// an older snapshot. Schedules one background reload unless one is running, which
+    /// then loads once more after it, so a burst of marks costs few loads.
+    pub fn mark_dirty(self: &Arc<Self>, db: &str, at: Instant) {
+        let dirty = self.dirty.entry(db.to_owned()).or_default().clone();
+        {
+            let mut latest = dirty.at.lock().unwrap_or_else(|p| p.into_inner());
+            if latest.is_none_or(|l| l < at) {
+                *latest = Some(at);
+            }
+        }
+        self.marks.fetch_add(1, Ordering::AcqRel);
+        if !self.is_configured() || dirty.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to load in: restricted sessions still wait for the mark.
+            dirty.scheduled.store(false, Ordering::Release);
+            return;
+        };
+        let cache = self.clone();
+        let db = db.to_owned();
+        runtime.spawn(async move { cache.reload_dirty(&db, &dirty).await });
+    }
+
+    /// The background reload of a dirty database: loads until the snapshot is at least
+    /// as recent as the latest mark, then unschedules itself (checking once more for a
+    /// mark that came in between).
+    async fn reload_dirty(&self, db: &str, dirty: &Dirty) {
+        loop {
+            while let Some(at) = self.pending(db, dirty) {
+                if let Err(e) = self.refresh(db, at).await {
+                    // Restricted sessions load (or refuse) themselves; the TTL retries.
+                    warn!(database = %db, error = %e, "catalog reload after DDL failed");
+                    dirty.scheduled.store(false, Ordering::Release);
+                    return;
+                }
+            }
+            dirty.scheduled.store(false, Ordering::Release);
+            if self.pending(db, dirty).is_none() || dirty.scheduled.swap(true, Ordering::AcqRel) {
+                return;
+            }
+        }
+    }
+
+    /// The mark a background reload still has to catch up with: none when no snapshot
+    /// of `db` was ever loaded (no restricted session uses it yet).
+    fn pending(&self, db: &str, dirty: &Dirty) -> Option<Instant> {
+        let at = dirty.at()?;
+        let snapshot = self.get(db)?;
+        (snapshot.loaded_at < at).then_some(at)
     }
 
     /// Every cached snapshot.
@@ -172,7 +277,10 @@ impl CatalogCache {
             }
         }
         let started = Instant::now();
-        let snapshot = Arc::new(self.load(db).await?);
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        let loaded = self.load(db).await;
+        metrics().catalog_load(loaded.is_ok());
+        let snapshot = Arc::new(loaded?);
         debug!(
             database = db,
             relations = snapshot.len(),

@@ -201,6 +201,16 @@ pub struct Enforcer {
     /// `BEGIN`, or pipelined before a Sync, still shows the temp table), so statements
     /// that resolve relation names are refused until then.
     uncommitted_ddl: Option<u64>,
+    /// DDL was forwarded (by any role): the ReadyForQuery count until its batch is
+    /// answered; at the first idle ReadyForQuery from then on the database is marked
+    /// dirty for every session ([`crate::catalog::CatalogCache::mark_dirty`]).
+    ddl_unmarked: Option<u64>,
+    /// The catalog's mark count when this (restricted) session last looked.
+    marks_seen: u64,
+    /// DDL completed through pgveil at this time, after the snapshot this session would
+    /// decide against was read: a restricted decision waits for a load started after
+    /// it, and refuses statements that resolve names if that load failed.
+    catalog_needed: Option<Instant>,
     /// SQL-level `PREPARE name AS …`: the text that prepared it and its decision then.
     /// PostgreSQL re-resolves names at EXECUTE, so EXECUTE is decided again.
     sql_prepared: HashMap<String, (String, PolicyVerdict)>,
@@ -380,6 +390,16 @@ fn uncommitted_ddl_refusal() -> ProxyError {
     .with_hint("COMMIT or ROLLBACK first; in the extended protocol, Sync after the DDL")
 }
 
+/// The refusal of a statement that resolves relation names while the catalog could not
+/// be read again after DDL that completed through pgveil.
+fn catalog_behind_refusal() -> ProxyError {
+    ProxyError::error(
+        "58000",
+        "pgveil: the catalog could not be read after recent DDL, so this statement is refused",
+    )
+    .with_hint("the catalog account or the database is failing; see the pgveil log, then retry")
+}
+
 /// The refusal of an EXECUTE (or Bind) of SQL-prepared statement `name` whose decision
 /// changed since its PREPARE.
 fn changed_since_prepared(name: &str) -> ProxyError {
@@ -467,6 +487,9 @@ impl Enforcer {
             readies_owed: 0,
             resolution_change: None,
             uncommitted_ddl: None,
+            ddl_unmarked: None,
+            marks_seen: 0,
+            catalog_needed: None,
             sql_prepared: HashMap::default(),
             prepares_in_flight: Vec::new(),
             portals: HashMap::default(),
@@ -743,10 +766,13 @@ impl Enforcer {
                         self.context = None;
                     }
                     SessionEffect::CatalogChanged => {
+                        self.ddl_unmarked = Some(self.readies_owed + 1);
                         if self.restricted {
                             self.uncommitted_ddl = Some(self.readies_owed + 1);
+                            // Unrestricted roles' decisions do not depend on the
+                            // catalog: their DDL only marks it dirty (see on_ready).
+                            self.refresh_since = Some(Instant::now());
                         }
-                        self.refresh_since = Some(Instant::now());
                         self.wants_probe = true;
                         self.changed_in_tx |= self.tx_status != b'I';
                         self.resolution_changes(true);
@@ -780,6 +806,39 @@ impl Enforcer {
                 }
             }
         }
+    }
+
+    /// The DDL completion a restricted decision must wait for a catalog load after, if
+    /// any: one atomic load when no DDL was marked since the last look.
+    fn catalog_wait(&mut self) -> Option<Instant> {
+        if !self.restricted {
+            return None;
+        }
+        let marks = self.shared.catalog.marks();
+        if marks != self.marks_seen {
+            self.marks_seen = marks;
+            if let Some(at) = self.shared.catalog.dirty_after(&self.ids.database) {
+                self.catalog_needed = Some(self.catalog_needed.map_or(at, |n| n.max(at)));
+            }
+        }
+        let needed = self.catalog_needed?;
+        if self.catalog_behind() {
+            Some(needed)
+        } else {
+            self.catalog_needed = None;
+            None
+        }
+    }
+
+    /// Whether the catalog snapshot is still older than DDL this session must see (its
+    /// reload failed): statements that resolve names are refused then.
+    fn catalog_behind(&self) -> bool {
+        self.catalog_needed.is_some_and(|needed| {
+            self.shared
+                .catalog
+                .get(&self.ids.database)
+                .is_none_or(|s| s.loaded_at < needed)
+        })
     }
 
     /// Whether a decision must first wait for the server to run a forwarded statement
@@ -1089,6 +1148,9 @@ impl Enforcer {
             if self.uncommitted_ddl.is_some() && resolves_names(&outcome) {
                 return (Verdict::Refuse(uncommitted_ddl_refusal()), None);
             }
+            if resolves_names(&outcome) && self.catalog_behind() {
+                return (Verdict::Refuse(catalog_behind_refusal()), None);
+            }
         }
         // Events are written now for a simple Query (at completion) and for a refused
         // Parse; an allowed Parse or Bind is audited at each Execute instead.
@@ -1265,6 +1327,16 @@ impl SessionHook for Enforcer {
                 .is_none_or(resolves_names)
         {
             return Verdict::Refuse(uncommitted_ddl_refusal());
+        }
+        if self.restricted
+            && self.catalog_behind()
+            && self
+                .statements
+                .get(statement)
+                .and_then(|p| p.outcome.as_deref())
+                .is_none_or(resolves_names)
+        {
+            return Verdict::Refuse(catalog_behind_refusal());
         }
         let known = self.statements.get(statement).map(|p| p.reusable_in);
         let unchanged = match known {
@@ -1543,6 +1615,17 @@ impl SessionHook for Enforcer {
                 self.uncommitted_ddl = None;
             }
         }
+        if let Some(left) = &mut self.ddl_unmarked {
+            *left = left.saturating_sub(1);
+            if *left == 0 && status == b'I' {
+                // Committed (or rolled back) before the client hears of it: a restricted
+                // statement sent after this waits for a catalog read after it.
+                self.ddl_unmarked = None;
+                self.shared
+                    .catalog
+                    .mark_dirty(&self.ids.database, Instant::now());
+            }
+        }
         if let Some(change) = &mut self.resolution_change {
             change.readies_left = change.readies_left.saturating_sub(1);
             if change.readies_left == 0 {
@@ -1563,7 +1646,9 @@ impl SessionHook for Enforcer {
             // Inside the transaction a ROLLBACK TO SAVEPOINT may have undone the change;
             // at its end a ROLLBACK (or an abort) did: re-read what the server uses.
             self.wants_probe = true;
-            self.refresh_since.get_or_insert_with(Instant::now);
+            if self.restricted {
+                self.refresh_since.get_or_insert_with(Instant::now);
+            }
             if status == b'I' {
                 self.changed_in_tx = false;
             }
@@ -1598,7 +1683,10 @@ impl SessionHook for Enforcer {
     }
 
     fn prepare(&mut self) -> Option<Preparation> {
-        let since = self.refresh_since.take();
+        let mut since = self.refresh_since.take();
+        if let Some(needed) = self.catalog_wait() {
+            since = Some(since.map_or(needed, |s| s.max(needed)));
+        }
         let needed = std::mem::take(&mut self.slots_needed);
         let settle = self.awaiting_settle.then(|| self.settle.clone());
         if since.is_none() && needed == 0 && settle.is_none() {
