@@ -62,6 +62,9 @@ pub enum Completion {
     Suspended { rows: u64 },
     /// ErrorResponse with this SQLSTATE.
     Failed { sqlstate: Option<String> },
+    /// Never run: an earlier statement of its Query (or of its extended-protocol batch)
+    /// failed, so the server skipped it.
+    Skipped,
 }
 
 /// What the server did with a forwarded Parse or Close of a prepared statement.

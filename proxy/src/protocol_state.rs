@@ -277,7 +277,15 @@ impl ProtocolState {
             b'Z' => {
                 while let Some(e) = self.queue.pop_front() {
                     match e {
-                        Expect::Sync | Expect::Query { .. } | Expect::FunctionCall => break,
+                        Expect::Sync | Expect::FunctionCall => break,
+                        Expect::Query { tags, .. } => {
+                            // Statements the server never reported (out of step).
+                            self.skip_all(tags);
+                            break;
+                        }
+                        Expect::Execute { tag: Some(t), .. } => self
+                            .settled
+                            .push(Settled::Statement(t, Completion::Skipped)),
                         // Unanswered (a server out of step): assume nothing changed.
                         Expect::Parse | Expect::Close { statement: true } => {
                             self.settled.push(Settled::Change(StatementChange::Skipped))
@@ -292,6 +300,15 @@ impl ProtocolState {
             _ => {}
         }
         Action::Relay
+    }
+
+    /// Settle statements the server skipped (an earlier one failed), so that the hook
+    /// still sees each of them end (its audit event, its bookkeeping).
+    fn skip_all(&mut self, tags: VecDeque<StatementTag>) {
+        self.settled.extend(
+            tags.into_iter()
+                .map(|t| Settled::Statement(t, Completion::Skipped)),
+        );
     }
 
     /// Pop the oldest owed reply if it is the one `f` expects; whether it was.
@@ -314,8 +331,10 @@ impl ProtocolState {
                 if let Some(t) = tags.pop_front() {
                     self.settled.push(Settled::Statement(t, failed()));
                 }
-                tags.clear();
-                match refused.take() {
+                let rest = std::mem::take(tags);
+                let refused = refused.take();
+                self.skip_all(rest);
+                match refused {
                     Some(e) => Action::ReplaceError(*e),
                     None => Action::Relay,
                 }
@@ -334,8 +353,9 @@ impl ProtocolState {
                     }
                     match self.queue.pop_front() {
                         Some(Expect::Refused(e)) if first => action = Action::ReplaceError(*e),
-                        Some(Expect::Execute { tag: Some(t), .. }) if first => {
-                            self.settled.push(Settled::Statement(t, failed()));
+                        Some(Expect::Execute { tag: Some(t), .. }) => {
+                            let how = if first { failed() } else { Completion::Skipped };
+                            self.settled.push(Settled::Statement(t, how));
                         }
                         Some(Expect::Parse | Expect::Close { statement: true }) => {
                             self.settled.push(Settled::Change(if first {
@@ -492,6 +512,40 @@ mod tests {
         let done = completions(&mut s);
         assert_eq!(done.len(), 3);
         assert!(matches!(done[2], Completion::Failed { .. }));
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn statements_after_a_failure_are_settled_as_skipped() {
+        let mut s = ProtocolState::default();
+        s.push(Expect::Query {
+            tags: [tag(1), tag(2), tag(3)].into_iter().collect(),
+            rows: 0,
+            refused: None,
+            masks: None,
+        });
+        s.on_backend(b'E', b"C22012\0\0");
+        s.on_backend(b'Z', b"I");
+        let done = completions(&mut s);
+        assert_eq!(done.len(), 3);
+        assert!(matches!(done[0], Completion::Failed { .. }));
+        assert_eq!(done[1..], [Completion::Skipped, Completion::Skipped]);
+
+        // Extended protocol: the Executes after the failing one are skipped until Sync.
+        for n in 0..3 {
+            s.push(Expect::Execute {
+                tag: Some(tag(n)),
+                rows: 0,
+                masks: None,
+            });
+        }
+        s.push(Expect::Sync);
+        s.on_backend(b'E', b"C22012\0\0");
+        s.on_backend(b'Z', b"I");
+        let done = completions(&mut s);
+        assert_eq!(done.len(), 3);
+        assert!(matches!(done[0], Completion::Failed { .. }));
+        assert_eq!(done[1..], [Completion::Skipped, Completion::Skipped]);
         assert!(s.is_idle());
     }
 

@@ -968,6 +968,7 @@ async fn upstream_to_client(
             // Asked once per batch, not per row: the limit only changes between
             // statements (role resolution, policy reload).
             let max_rows = sh.hook.max_rows();
+            let mut statements = 0;
             loop {
                 match frame::peek(&buf[pos..], usize::MAX) {
                     Ok(Peek::Complete { tag, total }) => {
@@ -985,6 +986,15 @@ async fn upstream_to_client(
                                 replacement.clear();
                                 let replace =
                                     on_backend_message(sh, max_rows, tag, msg, &mut replacement)?;
+                                if tag == b'Z' {
+                                    // Delivered before the hook hears that the batch is
+                                    // answered: with a ReadyForQuery it forgets what the
+                                    // server did not confirm.
+                                    statements += deliver_settled(sh);
+                                    if let Ok(status) = backend::ready_status(frame::body(msg)) {
+                                        sh.hook.on_ready(status);
+                                    }
+                                }
                                 if replace {
                                     splice.replace(&buf, pos, pos + total, &replacement);
                                 }
@@ -1002,17 +1012,7 @@ async fn upstream_to_client(
                     Err(_) => return Err(SessionError::UpstreamProtocol(Malformed("message"))),
                 }
             }
-            let mut statements = 0;
-            for settled in sh.state.take_settled() {
-                match settled {
-                    Settled::Statement(tag, how) => {
-                        statements += 1;
-                        sh.hook.on_complete(tag, how);
-                    }
-                    Settled::Change(change) => sh.hook.on_statement_change(change),
-                    Settled::Portal(change) => sh.hook.on_portal_change(change),
-                }
-            }
+            statements += deliver_settled(sh);
             counts.statements.fetch_add(statements, Ordering::Relaxed);
         }
         if pos > 0 {
@@ -1034,6 +1034,22 @@ async fn upstream_to_client(
             Err(e) => return Err(SessionError::UpstreamIo(e)),
         }
     }
+}
+
+/// Tell the hook what the server's replies settled, in order; how many statements ended.
+fn deliver_settled(sh: &mut Shared) -> u64 {
+    let mut statements = 0;
+    for settled in sh.state.take_settled() {
+        match settled {
+            Settled::Statement(tag, how) => {
+                statements += 1;
+                sh.hook.on_complete(tag, how);
+            }
+            Settled::Change(change) => sh.hook.on_statement_change(change),
+            Settled::Portal(change) => sh.hook.on_portal_change(change),
+        }
+    }
+    statements
 }
 
 /// Handle one backend message; `max_rows` is the role's row limit. Returns true when
@@ -1131,10 +1147,8 @@ fn on_backend_message(
             None => false,
         },
         b'Z' => {
+            // The hook hears of it once what it settled was delivered.
             sh.state.on_backend(tag, body);
-            if let Ok(status) = backend::ready_status(body) {
-                sh.hook.on_ready(status);
-            }
             false
         }
         b'S' => {

@@ -214,11 +214,11 @@ pub struct Enforcer {
     /// SQL-level `PREPARE name AS …`: the text that prepared it and its decision then.
     /// PostgreSQL re-resolves names at EXECUTE, so EXECUTE is decided again.
     sql_prepared: HashMap<String, (String, PolicyVerdict)>,
-    /// `PREPARE`s forwarded and not confirmed yet (name, text, decision): entered in
-    /// `sql_prepared` when the server completes them. A PREPARE of a name the server
-    /// holds fails there (42P05) and keeps the first statement, so the books must not
-    /// take the second text before the server did.
-    prepares_in_flight: Vec<(String, String, Arc<Outcome>)>,
+    /// `PREPARE`s forwarded and not confirmed yet: entered in `sql_prepared` when the
+    /// server completes them. A PREPARE of a name the server holds fails there (42P05)
+    /// and keeps the first statement, so the books must not take the second text before
+    /// the server did.
+    prepares_in_flight: Vec<InFlightPrepare>,
     /// Portal → what it was bound to (a portal outlives a Close of its statement and
     /// runs what was bound).
     portals: HashMap<String, Bound>,
@@ -355,6 +355,32 @@ fn execute_target(normalized: &str) -> Option<String> {
         .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$')
         .collect();
     (!name.is_empty()).then(|| name.to_lowercase())
+}
+
+/// A forwarded SQL `PREPARE` the server has not completed yet.
+struct InFlightPrepare {
+    name: String,
+    /// The text it was sent in, and its decision.
+    sql: String,
+    outcome: Arc<Outcome>,
+    /// The batch (count of Syncs and Queries sent before it) it was sent in: an EXECUTE
+    /// in a later batch waits for its completion, one in the same batch cannot (the
+    /// server holds its answers until the batch ends).
+    batch: u64,
+    /// ReadyForQuery messages until the server has answered its batch: then it is gone
+    /// from the books whatever became of it (never executed, or its completion not seen).
+    readies_left: u64,
+}
+
+/// What the books say about an `EXECUTE` (or Bind) of a SQL-prepared statement.
+enum SqlPrepared {
+    /// The server holds it (or the same text is prepared ahead of it in the batch) and
+    /// its decision still holds.
+    Known,
+    /// A `PREPARE` of it sent in an earlier batch is not answered yet: decide after it.
+    Unsettled,
+    /// Refuse with this error.
+    Refused(ProxyError),
 }
 
 /// A forwarded statement that changes how names resolve, which the server has not run
@@ -630,7 +656,7 @@ impl Enforcer {
     /// never saw); a statement prepared through the extended protocol whose rows the
     /// proxy masks (they would come back unmasked under the EXECUTE); or a name the
     /// session never prepared.
-    fn stale_sql_execute(&mut self, outcome: &Outcome) -> Option<ProxyError> {
+    fn stale_sql_execute(&mut self, outcome: &Outcome) -> Option<SqlPrepared> {
         // Names prepared earlier in this same text, in the context it is decided in.
         let mut here: Vec<&str> = Vec::new();
         for report in outcome.statements.iter() {
@@ -641,7 +667,7 @@ impl Enforcer {
                 if let Some(p) = self.statements.get(&name) {
                     let (sql, then) = (p.sql.clone(), p.outcome.clone());
                     if then.as_deref().is_some_and(|o| self.masks_rows_extended(o)) {
-                        return Some(
+                        return Some(SqlPrepared::Refused(
                             ProxyError::error(
                                 "42501",
                                 format!(
@@ -649,22 +675,17 @@ impl Enforcer {
                                 ),
                             )
                             .with_hint("bind and execute it through the extended protocol"),
-                        );
+                        ));
                     }
                     let now = self.decide(&sql, false).0;
                     if !same_verdict(then.as_deref(), Some(&*now)) {
-                        return Some(changed_since_prepared(&name));
+                        return Some(SqlPrepared::Refused(changed_since_prepared(&name)));
                     }
                     continue;
                 }
-                if !self.sql_prepared.contains_key(&name) {
-                    return Some(ProxyError::error(
-                        "26000",
-                        format!("prepared statement \"{name}\" does not exist"),
-                    ));
-                }
-                if let Some(e) = self.sql_prepared_changed(&name) {
-                    return Some(e);
+                match self.sql_prepared_state(&name) {
+                    SqlPrepared::Known => {}
+                    other => return Some(other),
                 }
             }
             for effect in &report.effects {
@@ -678,6 +699,41 @@ impl Enforcer {
             }
         }
         None
+    }
+
+    /// Whether SQL-prepared statement `name` (not in the protocol books) may run now: the
+    /// server holds it and its PREPARE is decided the same way now; or its PREPARE was
+    /// sent earlier in this batch (the server runs the EXECUTE only after it, and skips it
+    /// if the PREPARE failed); or that PREPARE was sent in an earlier batch and is not
+    /// answered yet (wait for it rather than refuse a statement the server would run).
+    fn sql_prepared_state(&mut self, name: &str) -> SqlPrepared {
+        if self.sql_prepared.contains_key(name) {
+            return match self.sql_prepared_changed(name) {
+                Some(e) => SqlPrepared::Refused(e),
+                None => SqlPrepared::Known,
+            };
+        }
+        let Some(p) = self
+            .prepares_in_flight
+            .iter()
+            .rev()
+            .find(|p| p.name == name)
+        else {
+            return SqlPrepared::Refused(ProxyError::error(
+                "26000",
+                format!("prepared statement \"{name}\" does not exist"),
+            ));
+        };
+        if p.batch < self.batches {
+            self.awaiting_settle = true;
+            return SqlPrepared::Unsettled;
+        }
+        let (sql, then) = (p.sql.clone(), p.outcome.verdict.clone());
+        if self.decide(&sql, false).0.verdict == then {
+            SqlPrepared::Known
+        } else {
+            SqlPrepared::Refused(changed_since_prepared(name))
+        }
     }
 
     /// A statement of SQL PREPARE `name` whose PREPARE would be decided differently now
@@ -778,11 +834,13 @@ impl Enforcer {
                         self.resolution_changes(true);
                     }
                     SessionEffect::Prepare { name } => {
-                        self.prepares_in_flight.push((
-                            name.clone(),
-                            sql.to_owned(),
-                            outcome.clone(),
-                        ));
+                        self.prepares_in_flight.push(InFlightPrepare {
+                            name: name.clone(),
+                            sql: sql.to_owned(),
+                            outcome: outcome.clone(),
+                            batch: self.batches,
+                            readies_left: self.readies_owed + 1,
+                        });
                     }
                     SessionEffect::Deallocate { name: Some(name) } => {
                         self.sql_prepared.remove(name);
@@ -1139,8 +1197,10 @@ impl Enforcer {
         }
         metrics().rewrite(started.elapsed().as_secs_f64());
         if self.restricted {
-            if let Some(e) = self.stale_sql_execute(&outcome) {
-                return (Verdict::Refuse(e), None);
+            match self.stale_sql_execute(&outcome) {
+                Some(SqlPrepared::Refused(e)) => return (Verdict::Refuse(e), None),
+                Some(SqlPrepared::Unsettled) => return (Verdict::Retry, None),
+                Some(SqlPrepared::Known) | None => {}
             }
             if let Some(v) = self.fetch_hazard(&outcome) {
                 return (v, None);
@@ -1306,16 +1366,16 @@ impl SessionHook for Enforcer {
         // one the proxy cannot vouch for (a DEALLOCATE it entered may have failed on
         // the server): refused, as the server refuses a name it does not hold.
         if self.restricted && self.statements.get(statement).is_none() {
-            if !self.sql_prepared.contains_key(statement) {
-                let message = if statement.is_empty() {
-                    "unnamed prepared statement does not exist".to_owned()
-                } else {
-                    format!("prepared statement \"{statement}\" does not exist")
-                };
-                return Verdict::Refuse(ProxyError::error("26000", message));
+            if statement.is_empty() {
+                return Verdict::Refuse(ProxyError::error(
+                    "26000",
+                    "unnamed prepared statement does not exist",
+                ));
             }
-            if let Some(e) = self.sql_prepared_changed(statement) {
-                return Verdict::Refuse(e);
+            match self.sql_prepared_state(statement) {
+                SqlPrepared::Known => {}
+                SqlPrepared::Unsettled => return Verdict::Retry,
+                SqlPrepared::Refused(e) => return Verdict::Refuse(e),
             }
         }
         if self.restricted
@@ -1534,12 +1594,15 @@ impl SessionHook for Enforcer {
                 let at = self
                     .prepares_in_flight
                     .iter()
-                    .position(|(n, _, o)| n == name && Arc::ptr_eq(o, &report.outcome));
+                    .position(|p| p.name == *name && Arc::ptr_eq(&p.outcome, &report.outcome));
                 if let Some(at) = at {
-                    let (name, sql, outcome) = self.prepares_in_flight.remove(at);
+                    let p = self.prepares_in_flight.remove(at);
                     if matches!(how, Completion::Done { .. }) {
                         self.sql_prepared
-                            .insert(name, (sql, outcome.verdict.clone()));
+                            .insert(p.name, (p.sql, p.outcome.verdict.clone()));
+                    }
+                    if std::mem::take(&mut self.awaiting_settle) {
+                        self.settle.notify_one();
                     }
                 }
             }
@@ -1573,8 +1636,10 @@ impl SessionHook for Enforcer {
             Completion::Suspended { rows } => (Some(*rows), None),
             Completion::Empty => (Some(0), None),
             Completion::Failed { sqlstate } => (None, sqlstate.clone()),
+            Completion::Skipped => (None, None),
         };
-        if let Some(m) = &self.role_metrics {
+        let skipped = how == Completion::Skipped;
+        if let Some(m) = self.role_metrics.as_ref().filter(|_| !skipped) {
             let decision = match report.decision {
                 Decision::Allow => QueryDecision::Allow,
                 Decision::Rewrite => QueryDecision::Rewrite,
@@ -1601,7 +1666,11 @@ impl SessionHook for Enforcer {
             ev.reason = reason.map(str::to_owned);
             ev.rows = rows;
             ev.sqlstate = sqlstate;
-            ev.duration_ms = Some(seconds * 1000.0);
+            if skipped {
+                ev.details = Some(serde_json::json!({ "not_run": true }));
+            } else {
+                ev.duration_ms = Some(seconds * 1000.0);
+            }
             slot.record(ev);
         }
     }
@@ -1609,6 +1678,14 @@ impl SessionHook for Enforcer {
     fn on_ready(&mut self, status: u8) {
         self.tx_status = status;
         self.readies_owed = self.readies_owed.saturating_sub(1);
+        let in_flight = self.prepares_in_flight.len();
+        self.prepares_in_flight.retain_mut(|p| {
+            p.readies_left = p.readies_left.saturating_sub(1);
+            p.readies_left > 0
+        });
+        if self.prepares_in_flight.len() < in_flight && std::mem::take(&mut self.awaiting_settle) {
+            self.settle.notify_one();
+        }
         if let Some(left) = &mut self.uncommitted_ddl {
             *left = left.saturating_sub(1);
             if *left == 0 && status == b'I' {
