@@ -197,6 +197,13 @@ pub trait SessionHook: Send {
 
     /// The first row of the probe's result (None for SQL NULL), or None if it failed.
     fn on_probe_result(&mut self, _row: Option<Vec<Option<String>>>) {}
+
+    /// True when every method keeps its default (forward everything, see nothing): the
+    /// relay then only frames and checks messages and skips the statement bookkeeping
+    /// no one would read. Asked once, when the relay starts.
+    fn is_transparent(&self) -> bool {
+        false
+    }
 }
 
 /// A statement or portal name as the hook sees it: the name itself when it is UTF-8,
@@ -232,7 +239,11 @@ pub trait HookFactory: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PassThrough;
 
-impl SessionHook for PassThrough {}
+impl SessionHook for PassThrough {
+    fn is_transparent(&self) -> bool {
+        true
+    }
+}
 
 impl HookFactory for PassThrough {
     fn open<'a>(&'a self, _info: &'a SessionInfo) -> OpenFuture<'a> {
@@ -243,6 +254,15 @@ impl HookFactory for PassThrough {
 #[cfg(test)]
 mod tests {
     use super::name_key;
+
+    /// Only the hook that keeps every default may have the relay skip its bookkeeping.
+    #[test]
+    fn only_pass_through_is_transparent() {
+        struct Defaults;
+        impl super::SessionHook for Defaults {}
+        assert!(super::SessionHook::is_transparent(&super::PassThrough));
+        assert!(!super::SessionHook::is_transparent(&Defaults));
+    }
 
     #[test]
     fn name_keys_are_distinct() {

@@ -37,6 +37,8 @@ use crate::wire::messages::frontend;
 use crate::wire::messages::startup::StartupMessage;
 use crate::wire::row_mask;
 
+mod transparent;
+
 /// SQL that the server is guaranteed to reject at parse time: sent in place of a refused
 /// statement so that the server itself aborts the transaction and skips to Sync exactly
 /// as it would for a real error; its error is then replaced by the proxy's.
@@ -424,6 +426,7 @@ async fn relay(
     hook: Box<dyn SessionHook>,
     counts: &Counts,
 ) -> Result<SessionEnd, SessionError> {
+    let transparent = hook.is_transparent();
     let shared = Mutex::new(Shared {
         state: ProtocolState::default(),
         hook,
@@ -442,6 +445,7 @@ async fn relay(
             client_buf,
             &mut upstream_wr,
             limit,
+            transparent,
             counts,
         ),
         upstream_to_client(
@@ -450,6 +454,7 @@ async fn relay(
             &mut upstream_rd,
             upstream_buf,
             &mut client_wr,
+            transparent,
             counts,
         ),
         async {
@@ -558,6 +563,9 @@ impl<'a> Splice<'a> {
     }
 }
 
+/// Relay client messages upstream. A `transparent` session (see
+/// [`SessionHook::is_transparent`]) only has its messages framed and checked.
+#[allow(clippy::too_many_arguments)]
 async fn client_to_upstream(
     shared: &Mutex<Shared>,
     probe_done: &ProbeDone,
@@ -565,19 +573,25 @@ async fn client_to_upstream(
     mut buf: BytesMut,
     wr: &mut UpstreamWriter<'_>,
     limit: usize,
+    transparent: bool,
     counts: &Counts,
 ) -> Result<Ended, SessionError> {
     let mut scratch = Vec::with_capacity(1024);
     let mut replacement = Vec::with_capacity(256);
     loop {
-        if has_complete_message(&buf) {
+        if !transparent && has_complete_message(&buf) {
             before_batch(shared, probe_done, wr).await?;
         }
         let mut pos = 0;
         let mut terminate = false;
         let mut retry = false;
         let mut splice = Splice::new(&mut scratch);
-        {
+        if transparent {
+            match transparent::client_batch(&mut buf, limit) {
+                Ok(batch) => (pos, terminate) = (batch.end, batch.terminate),
+                Err(violation) => return Ok(Ended::ClientViolation(violation)),
+            }
+        } else {
             let mut guard = lock(shared);
             let sh = &mut *guard;
             loop {
@@ -741,8 +755,7 @@ fn on_client_message(
     replacement: &mut Vec<u8>,
 ) -> Result<Handled, ProxyError> {
     let body = frame::body(msg);
-    let malformed =
-        |m: Malformed| ProxyError::fatal("08P01", format!("invalid frontend message: {m}"));
+    let malformed = transparent::malformed;
     match tag {
         b'Q' => {
             let raw = frontend::query(body).map_err(malformed)?;
@@ -949,12 +962,15 @@ fn encode_query(out: &mut Vec<u8>, sql: &str) {
     });
 }
 
+/// Relay backend messages to the client. A `transparent` session (see
+/// [`SessionHook::is_transparent`]) only has its messages framed.
 async fn upstream_to_client(
     shared: &Mutex<Shared>,
     probe_done: &ProbeDone,
     rd: &mut UpstreamReader<'_>,
     mut buf: BytesMut,
     wr: &mut ClientWriter<'_>,
+    transparent: bool,
     counts: &Counts,
 ) -> Result<Ended, SessionError> {
     let mut scratch = Vec::with_capacity(1024);
@@ -962,7 +978,9 @@ async fn upstream_to_client(
     loop {
         let mut pos = 0;
         let mut splice = Splice::new(&mut scratch);
-        if buf.len() >= frame::HEADER_LEN {
+        if transparent {
+            pos = transparent::backend_batch(&mut buf)?;
+        } else if buf.len() >= frame::HEADER_LEN {
             let mut guard = lock(shared);
             let sh = &mut *guard;
             // Asked once per batch, not per row: the limit only changes between
