@@ -637,7 +637,7 @@ async fn client_to_upstream(
                 .await
                 .map_err(SessionError::UpstreamIo)?;
             wr.flush().await.map_err(SessionError::UpstreamIo)?;
-            buf.advance(pos);
+            consume(&mut buf, pos);
         }
         if terminate {
             return Ok(Ended::ClientClosed);
@@ -660,6 +660,18 @@ async fn client_to_upstream(
                 return Ok(Ended::ClientClosed);
             }
         }
+    }
+}
+
+/// Drop the first `n` bytes of `buf`, which were relayed. A wholly relayed buffer is
+/// cleared in place, so that it still starts at the front of its allocation and
+/// [`make_room`] has nothing to move back.
+#[inline]
+fn consume(buf: &mut BytesMut, n: usize) {
+    if n == buf.len() {
+        buf.clear();
+    } else {
+        buf.advance(n);
     }
 }
 
@@ -1043,7 +1055,7 @@ async fn upstream_to_client(
                 wr.write_all(bytes).await.map_err(SessionError::ClientIo)?;
                 wr.flush().await.map_err(SessionError::ClientIo)?;
             }
-            buf.advance(pos);
+            consume(&mut buf, pos);
         }
         make_room(&mut buf);
         match rd.read_buf(&mut buf).await {
