@@ -1,16 +1,23 @@
 //! Catalog reloads after DDL run through pgveil: a restricted session decides against
 //! a catalog read after every DDL that completed before its statement (by any session),
 //! and a burst of DDL from an unrestricted session is answered by a few coalesced
-//! background loads instead of one load per statement.
+//! background loads instead of one load per statement. When that load fails, restricted
+//! statements are refused with 58000 until the catalog can be read again.
 
+use harness::pg::postgres;
 use harness::proxy::enforcement;
 use harness::shop::{self, PHONES};
 use harness::{start_proxy, ProxyHandle, ProxyOptions};
 
 async fn proxy_for(db: &str) -> ProxyHandle {
+    proxy_reading_catalog_as(db, None).await
+}
+
+async fn proxy_reading_catalog_as(db: &str, catalog_user: Option<&'static str>) -> ProxyHandle {
     shop::shop_db(db);
     start_proxy(ProxyOptions {
         policy: Some(shop::test_policy()),
+        catalog_user,
         ..Default::default()
     })
     .await
@@ -114,4 +121,55 @@ async fn ddl_burst_is_coalesced() {
         loads < N / 2,
         "{loads} catalog loads for {N} DDL statements: reloads are not coalesced"
     );
+}
+
+/// The catalog account loses its login between DDL and the analyst's next statement:
+/// the reload after the DDL fails, so the statement is refused with 58000 instead of
+/// being checked against a snapshot that predates the DDL. The session stays usable and
+/// the statement succeeds once the account can log in again.
+#[tokio::test]
+async fn failed_reload_after_ddl_refuses_with_58000_until_it_succeeds() {
+    const ACCOUNT: &str = "catalog_flaky";
+    let db = "shop_catalog_failed";
+    postgres().psql_admin(
+        "postgres",
+        &format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ACCOUNT}') \
+             THEN CREATE ROLE {ACCOUNT} LOGIN; END IF; END $$; ALTER ROLE {ACCOUNT} LOGIN;"
+        ),
+    );
+    let proxy = proxy_reading_catalog_as(db, Some(ACCOUNT)).await;
+    let admin = proxy.connect("postgres", db).await;
+    let analyst = proxy.connect("bi", db).await;
+    let sql = "SELECT count(*)::text FROM orders";
+    assert_eq!(one_text(&analyst, sql).await, "5");
+
+    admin
+        .batch_execute(&format!("ALTER ROLE {ACCOUNT} NOLOGIN"))
+        .await
+        .expect("alter role");
+    admin
+        .batch_execute("CREATE TABLE after_nologin (a int)")
+        .await
+        .expect("create table");
+    for _ in 0..2 {
+        let refused = analyst
+            .query_one(sql, &[])
+            .await
+            .expect_err("a statement decided against a catalog older than the DDL");
+        let db_error = refused.as_db_error().expect("an ErrorResponse");
+        assert_eq!(db_error.code().code(), "58000", "{refused:?}");
+        assert!(
+            db_error.message().contains("catalog could not be read"),
+            "{refused:?}"
+        );
+    }
+    // Statements that name no relation are not held back.
+    assert_eq!(one_text(&analyst, "SELECT 'still open'").await, "still open");
+
+    admin
+        .batch_execute(&format!("ALTER ROLE {ACCOUNT} LOGIN"))
+        .await
+        .expect("alter role");
+    assert_eq!(one_text(&analyst, sql).await, "5");
 }

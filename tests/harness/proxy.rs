@@ -31,9 +31,11 @@ pub struct ProxyOptions {
     pub upstream_port: Option<u16>,
     /// Extra keys for `[upstream]`.
     pub upstream_extra: String,
-    /// Policy file text; when set the proxy enforces it (catalog read as `postgres`,
-    /// a fixed test hash key).
+    /// Policy file text; when set the proxy enforces it (catalog read as
+    /// `catalog_user`, a fixed test hash key).
     pub policy: Option<String>,
+    /// `[catalog] user` when a policy is set (default `postgres`).
+    pub catalog_user: Option<&'static str>,
 }
 
 impl Default for ProxyOptions {
@@ -47,6 +49,7 @@ impl Default for ProxyOptions {
             upstream_port: None,
             upstream_extra: String::new(),
             policy: None,
+            catalog_user: None,
         }
     }
 }
@@ -150,7 +153,10 @@ fn config_text(opts: &ProxyOptions, dir: &Path, certs: Option<&TestCerts>) -> St
     t.push_str(&opts.limits);
     t.push('\n');
     if opts.policy.is_some() {
-        t.push_str("[catalog]\nuser = \"postgres\"\n[masking]\nhash_key_file = \"hash.key\"\n");
+        t.push_str(&format!(
+            "[catalog]\nuser = \"{}\"\n[masking]\nhash_key_file = \"hash.key\"\n",
+            opts.catalog_user.unwrap_or("postgres")
+        ));
     }
     t.push_str(&opts.extra);
     t
