@@ -1083,10 +1083,10 @@ fn continued_string_literals() {
 /// `WHERE CURRENT OF` reads no column; the rest of the write is decided as usual.
 #[test]
 fn where_current_of() {
-    allowed(&ops("UPDATE products SET name = 'x' WHERE CURRENT OF cur"));
+    allowed(&ops("UPDATE products SET title = 'x' WHERE CURRENT OF cur"));
     allowed(&ops("DELETE FROM products WHERE CURRENT OF cur"));
     let d = denied(
-        &bi("UPDATE products SET name = 'x' WHERE CURRENT OF cur"),
+        &bi("UPDATE products SET title = 'x' WHERE CURRENT OF cur"),
         DenyReason::StatementKind,
     );
     assert!(d.message.contains("update"), "{}", d.message);
