@@ -17,11 +17,33 @@ use sqlparser::tokenizer::{Span, Token, TokenWithSpan, Whitespace};
 use crate::lexical::LineIndex;
 
 /// Applies every adjustment of this module to `tokens` (sqlparser's tokens of `sql`).
+/// One pass finds which adjustments can apply, so ordinary statements pay for one scan.
 pub(crate) fn prepare(sql: &str, lines: &LineIndex<'_>, tokens: &mut Vec<TokenWithSpan>) {
-    merge_string_continuations(sql, lines, tokens);
-    table_commands(tokens);
-    where_current_of(tokens);
-    fetch_first_expressions(tokens);
+    let (mut strings, mut table, mut current, mut fetch) = (0usize, false, false, false);
+    for t in tokens.iter() {
+        match &t.token {
+            Token::SingleQuotedString(_) => strings += 1,
+            Token::Word(w) if w.quote_style.is_none() => match w.keyword {
+                Keyword::TABLE => table = true,
+                Keyword::CURRENT => current = true,
+                Keyword::FETCH => fetch = true,
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    if strings > 1 {
+        merge_string_continuations(sql, lines, tokens);
+    }
+    if table {
+        table_commands(tokens);
+    }
+    if current {
+        where_current_of(tokens);
+    }
+    if fetch {
+        fetch_first_expressions(tokens);
+    }
 }
 
 fn is_kw(t: &Token, k: Keyword) -> bool {
