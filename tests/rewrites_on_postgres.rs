@@ -151,6 +151,13 @@ async fn policy_rewrites_run_on_postgres() {
         {
             raw::simple(&mut s, "DECLARE c CURSOR FOR SELECT 1").await;
         }
+        if upper.contains("WHERE CURRENT OF CUR") {
+            raw::simple(
+                &mut s,
+                "DECLARE cur CURSOR FOR SELECT * FROM products FOR UPDATE; FETCH cur",
+            )
+            .await;
+        }
         if upper.starts_with("EXECUTE") {
             raw::simple(&mut s, "PREPARE p(int) AS SELECT $1").await;
         }
@@ -378,4 +385,51 @@ async fn row_masks_equal_the_rewrite_on_postgres() {
         fails.len(),
         fails.join("\n")
     );
+}
+
+/// Forms sqlparser lacks (TABLE, ONLY, TABLESAMPLE, continued literals, FETCH FIRST
+/// (expr)) are rewritten for a restricted role and return masked phones, never raw ones.
+#[tokio::test]
+async fn forms_read_through_equivalents_return_masked_values() {
+    let pg = postgres();
+    let db = "prep_forms";
+    pg.create_database(db);
+    pg.psql_admin(db, SCHEMA);
+    let policy = sample_policy();
+    let catalog = sample_catalog();
+    let key = MaskKey::new(b"test-key");
+    let path = vec!["\"$user\"".to_string(), "public".to_string()];
+    let facts = SessionFacts {
+        user: "bi",
+        role: policy.role_for_user("bi"),
+        purpose: None,
+        search_path: &path,
+        temp_schema: None,
+    };
+    let (mut s, _, _) = raw::login(pg.port, "postgres", db).await;
+    let has = |msgs: &[raw::Msg], needle: &[u8]| {
+        msgs.iter()
+            .filter(|m| m.tag == b'D')
+            .any(|m| m.body.windows(needle.len()).any(|w| w == needle))
+    };
+    for sql in [
+        "TABLE customers",
+        "SELECT 1 AS x, '' AS y, '' AS z, '' AS p UNION ALL (SELECT id, name, id_card, phone FROM customers)",
+        "SELECT * FROM (TABLE customers) t",
+        "SELECT phone FROM ONLY customers",
+        "SELECT phone FROM customers AS c TABLESAMPLE BERNOULLI (100) REPEATABLE (1)",
+        "SELECT phone FROM customers WHERE name = 'n'\n  '' FETCH FIRST (0+1) ROWS ONLY",
+    ] {
+        let outcome = decide(&policy, &facts, &catalog, &key, sql);
+        let Verdict::Rewrite(text) = &outcome.verdict else {
+            panic!("{sql}: expected a rewrite, got {:?}", outcome.verdict);
+        };
+        let msgs = raw::simple(&mut s, text).await;
+        assert!(
+            msgs.iter().all(|m| m.tag != b'E'),
+            "{sql}\n{text}\n{msgs:?}"
+        );
+        assert!(has(&msgs, b"138****5678"), "{sql}: no masked phone\n{text}");
+        assert!(!has(&msgs, b"13812345678"), "{sql}: raw phone\n{text}");
+    }
 }

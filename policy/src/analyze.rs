@@ -19,6 +19,8 @@ use sqlparser::ast::{
     Visit, Visitor,
 };
 
+mod from_forms;
+
 use crate::catalog::{Catalog, OtherEnd, Relation};
 use crate::decide::{Denial, DenyReason, SessionEffect};
 use crate::functions;
@@ -26,7 +28,7 @@ use crate::lexical::LineIndex;
 use crate::mask::{self, quote_ident, MaskKey};
 use crate::model::{Class, Mask, Policy, Role, StatementKind, Visibility};
 use crate::ptrhash::{PtrMap, PtrSet};
-use crate::rewrite::{self, Edit};
+use crate::rewrite::{self, Edit, Source};
 use crate::write_guard::{self, Op, Written};
 
 /// PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes.
@@ -262,7 +264,7 @@ pub(crate) struct Walker<'a> {
     rel_cache: PtrMap<Rc<RelInfo<'a>>>,
     /// Relation references replaced by derived tables whose text is written once the
     /// whole statement is walked: (index in `out.edits`, relation, add an alias).
-    derived: Vec<(usize, Rc<RelInfo<'a>>, bool)>,
+    derived: Vec<(usize, Rc<RelInfo<'a>>, bool, Source)>,
     /// Something reads whole rows (`*`, `t.*`, a row reference, NATURAL/USING joins):
     /// derived tables keep every column. Otherwise they list only the columns the
     /// statement reads, which PostgreSQL then need not parse and plan.
@@ -1045,8 +1047,21 @@ impl<'a> Walker<'a> {
     fn walk_select(&mut self, sel: &ast::Select, query: Option<&Query>) {
         let outer_projection = std::mem::replace(&mut self.in_projection, false);
         self.scopes.push(Scope::default());
+        let derived_before = self.derived.len();
         for twj in &sel.from {
             self.walk_table_with_joins(twj);
+        }
+        if let Some((start, end)) = from_forms::table_keyword(self.cx.text, self.cx.lines, sel) {
+            if !from_forms::is_bare_table(sel) {
+                self.unsupported("TABLE name followed by a clause PostgreSQL does not accept");
+            } else if self.derived.len() > derived_before {
+                // The relation became a derived table, which TABLE cannot name.
+                self.out.edits.push(Edit {
+                    start,
+                    end,
+                    text: "SELECT * FROM".into(),
+                });
+            }
         }
         if !sel.lateral_views.is_empty()
             || sel.prewhere.is_some()
@@ -1229,11 +1244,6 @@ impl<'a> Walker<'a> {
                             .map(|a| fold(&a.name))
                             .unwrap_or_else(|| rel.name.clone());
                         if rel.protected {
-                            if sample.is_some() || inheritance.is_some() {
-                                self.unsupported(
-                                    "TABLESAMPLE, ONLY or * on a relation with protected columns",
-                                );
-                            }
                             if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
                                 // `AS c(a, b, …)` renames columns by position, so a denied
                                 // or masked column would be read under another name that
@@ -1242,7 +1252,13 @@ impl<'a> Walker<'a> {
                                     "a column alias list on a relation with protected columns",
                                 );
                             }
-                            self.replace_relation(name, &rel, alias.is_none());
+                            self.replace_relation(
+                                name,
+                                &rel,
+                                alias.as_ref(),
+                                sample.as_ref(),
+                                inheritance.as_ref(),
+                            );
                         } else {
                             self.qualify(name, &rel);
                         }
@@ -1756,13 +1772,40 @@ impl<'a> Walker<'a> {
         });
     }
 
-    fn replace_relation(&mut self, name: &ObjectName, rel: &Rc<RelInfo<'a>>, add_alias: bool) {
-        let Some((start, end)) = self.span_of_name(name) else {
+    fn replace_relation(
+        &mut self,
+        name: &ObjectName,
+        rel: &Rc<RelInfo<'a>>,
+        alias: Option<&ast::TableAlias>,
+        sample: Option<&ast::TableSampleKind>,
+        inheritance: Option<&ast::TableInheritance>,
+    ) {
+        let Some(span) = self.span_of_name(name) else {
             self.unsupported("could not locate a relation name in the text");
             return;
         };
-        self.derived
-            .push((self.out.edits.len(), rel.clone(), add_alias));
+        let (text, lines) = (self.cx.text, self.cx.lines);
+        let place = match from_forms::place(text, lines, span, alias, sample, inheritance) {
+            Ok(p) => p,
+            Err(why) => {
+                self.unsupported(why);
+                return;
+            }
+        };
+        let (start, end) = place.replace;
+        if let Some((s, e)) = place.cut {
+            self.push_mask_edit(Edit {
+                start: s,
+                end: e,
+                text: String::new(),
+            });
+        }
+        self.derived.push((
+            self.out.edits.len(),
+            rel.clone(),
+            alias.is_none(),
+            place.source,
+        ));
         if rel
             .cols
             .iter()
@@ -1781,10 +1824,10 @@ impl<'a> Walker<'a> {
     /// Fills in the derived tables of `replace_relation` with the columns the statement
     /// reads of each relation (all of them when it reads whole rows).
     fn write_derived_tables(&mut self) {
-        if let [(_, rel, _)] = self.derived.as_slice() {
+        if let [(_, rel, _, _)] = self.derived.as_slice() {
             self.out.target = Some(output_target(rel));
         }
-        for (i, rel, add_alias) in std::mem::take(&mut self.derived) {
+        for (i, rel, add_alias, source) in std::mem::take(&mut self.derived) {
             let prefix_len = rel.schema.len() + rel.name.len() + 2;
             let mut key = format!("{}.{}.", rel.schema, rel.name);
             let read = |c: &ColInfo| {
@@ -1794,7 +1837,7 @@ impl<'a> Walker<'a> {
                     self.out.columns.contains_key(key.as_str())
                 }
             };
-            let mut sql = rewrite::derived_table(&rel, self.cx.key, read);
+            let mut sql = rewrite::derived_table(&rel, self.cx.key, read, &source);
             if add_alias {
                 sql.push_str(" AS ");
                 sql.push_str(&quote_ident(&rel.name));
@@ -2990,7 +3033,7 @@ impl<'a> Walker<'a> {
                 };
                 let sql = format!(
                     "(SELECT {cols} FROM {} AS {})",
-                    rewrite::derived_table(&rel, self.cx.key, |_| true),
+                    rewrite::derived_table(&rel, self.cx.key, |_| true, &Source::default()),
                     quote_ident(&rel.name)
                 );
                 self.note_key(&rel);

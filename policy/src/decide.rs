@@ -20,6 +20,7 @@ use crate::lexical::{self, LineIndex};
 pub use crate::mask::MaskKey;
 use crate::model::{Policy, Role, StatementKind};
 use crate::output::{self, RowMasks};
+use crate::parse_prep;
 use crate::redact;
 use crate::rewrite;
 
@@ -308,6 +309,7 @@ pub(crate) fn decide_with_edits(
     }
     let pieces = redact::redact_statements(tokens.iter().map(|t| &t.token));
     cursor_statements_for_parser(&mut tokens);
+    parse_prep::prepare(sql, &lines, &mut tokens);
     let parsed = Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(tokens)

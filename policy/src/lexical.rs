@@ -279,6 +279,72 @@ fn find_sub(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
         .map(|p| p + from)
 }
 
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c')
+}
+
+fn is_comment(text: &str, r: &Region) -> bool {
+    text[r.start..].starts_with("--") || text[r.start..].starts_with("/*")
+}
+
+/// The offset of the first byte at or after `pos` that is neither white space nor part of
+/// a comment (`text.len()` at the end). `pos` must be at a token boundary.
+pub fn skip_blank_forward(text: &str, pos: usize) -> usize {
+    let Some(rest) = text.get(pos..) else {
+        return text.len();
+    };
+    let scan = scan(rest);
+    let b = rest.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if is_blank(b[i]) {
+            i += 1;
+        } else if let Some(r) = scan
+            .regions
+            .iter()
+            .find(|r| r.start == i && is_comment(rest, r))
+        {
+            i = r.end;
+        } else {
+            break;
+        }
+    }
+    pos + i
+}
+
+/// The offset just past the last byte before `pos` that is neither white space nor part of
+/// a comment (0 when there is none). `pos` must be at a token boundary.
+pub fn skip_blank_backward(text: &str, pos: usize) -> usize {
+    let Some(head) = text.get(..pos) else {
+        return 0;
+    };
+    let scan = scan(head);
+    let b = head.as_bytes();
+    let mut j = pos;
+    loop {
+        while j > 0 && is_blank(b[j - 1]) {
+            j -= 1;
+        }
+        match scan
+            .regions
+            .iter()
+            .find(|r| r.end == j && is_comment(head, r))
+        {
+            Some(r) if r.start < j => j = r.start,
+            _ => return j,
+        }
+    }
+}
+
+/// Whether the text just before `end` is the keyword `kw` (ASCII, any case) standing
+/// alone as a word; its start if so.
+pub fn keyword_before(text: &str, end: usize, kw: &str) -> Option<usize> {
+    let start = end.checked_sub(kw.len())?;
+    let word = text.get(start..end)?;
+    let alone = start == 0 || !is_ident_part(text.as_bytes()[start - 1]);
+    (word.eq_ignore_ascii_case(kw) && alone).then_some(start)
+}
+
 /// Converts sqlparser locations (1-based line, 1-based column in characters, lines split
 /// at `\n`) into byte offsets of the text.
 pub struct LineIndex<'a> {
@@ -435,6 +501,19 @@ mod tests {
             let part = is_ident_start(c) || c.is_ascii_digit() || c == b'$';
             assert_eq!(is_ident_part(c), part, "byte 0x{c:02x}");
         }
+    }
+
+    #[test]
+    fn blanks_and_comments_are_skipped_both_ways() {
+        let t = "FROM ONLY /* x */ -- y\n customers TABLESAMPLE";
+        let name = t.find("customers").unwrap_or_default();
+        let only_end = skip_blank_backward(t, name);
+        assert_eq!(keyword_before(t, only_end, "only"), Some(5));
+        assert_eq!(keyword_before(t, only_end, "ly"), None);
+        let after = skip_blank_forward(t, name + "customers".len());
+        assert_eq!(&t[after..], "TABLESAMPLE");
+        assert_eq!(skip_blank_backward("  x", 1), 0);
+        assert_eq!(skip_blank_forward("a  ", 1), 3);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! - [`shape`]: decisions reused for every value of a statement's numeric constants.
 //! - [`redact`]: literal stripping and fingerprints for the audit log.
 //! - [`lexical`]: PostgreSQL-faithful delimiting of comments/literals, checked against sqlparser.
+//! - `parse_prep`: token adjustments for exact PostgreSQL equivalents sqlparser lacks.
 //! - `write_guard`: writes whose success would tell a role values it may not read.
 //! - [`functions`]: built-in functions and catalog relations refused to restricted roles.
 //! - `testing` (feature `testing`): demo catalog, sample policy and cases for tests.
@@ -34,6 +35,7 @@ pub mod load;
 pub mod mask;
 pub mod model;
 pub mod output;
+mod parse_prep;
 pub mod ptrhash;
 pub mod redact;
 pub mod rewrite;

@@ -27,6 +27,16 @@ pub(crate) fn column_expr(col: &ColInfo<'_>, col_sql: &str, key: &MaskKey) -> St
     }
 }
 
+/// How a derived table reads its relation: the client's `ONLY` and `TABLESAMPLE`, which
+/// PostgreSQL accepts on a table but not on a subquery, move inside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Source {
+    /// `FROM ONLY "schema"."name"`: no inheritance children.
+    pub only: bool,
+    /// A `TABLESAMPLE …` clause written after the relation.
+    pub sample: Option<String>,
+}
+
 /// `(SELECT id, <mask(phone)> AS phone, … FROM "schema"."name")` without an alias,
 /// listing the columns `keep` accepts, in table order (the first column when it accepts
 /// none, so the select list is never empty).
@@ -34,6 +44,7 @@ pub(crate) fn derived_table(
     rel: &RelInfo<'_>,
     key: &MaskKey,
     mut keep: impl FnMut(&ColInfo<'_>) -> bool,
+    source: &Source,
 ) -> String {
     let mut sql = String::with_capacity(64 + rel.cols.len() * 48);
     sql.push_str("(SELECT ");
@@ -62,10 +73,14 @@ pub(crate) fn derived_table(
         sql.push(')');
         return sql;
     }
-    sql.push_str(" FROM ");
+    sql.push_str(if source.only { " FROM ONLY " } else { " FROM " });
     sql.push_str(&quote_ident(&rel.schema));
     sql.push('.');
     sql.push_str(&quote_ident(&rel.name));
+    if let Some(sample) = &source.sample {
+        sql.push(' ');
+        sql.push_str(sample);
+    }
     sql.push(')');
     sql
 }
