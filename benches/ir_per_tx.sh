@@ -18,9 +18,13 @@
 #   N          transactions per client of the short run (the long one is 2N) [1000;
 #              TPC-B: N/5]
 #   CLIENTS    client counts [1 8]
-#   WORKLOADS  select (-S), select-prepared (-S -M prepared), tpcb [all three]
+#   WORKLOADS  select (-S), select-prepared (-S -M prepared), tpcb, masked and
+#              masked-prepared (benches/overhead/masked_point_select.sql as bench_support,
+#              simple and prepared) [select select-prepared tpcb]
 #   TARGETS    pgveil (no policy), pgveil+allow-all (benches/overhead/allow_all_policy.toml,
-#              every statement decided), pgbouncer (session mode) [pgveil pgbouncer]
+#              every statement decided), pgveil+masked (benches/overhead/masked_policy.toml:
+#              bench_support reads name, phone and id_card masked; other workloads run
+#              unrestricted as postgres), pgbouncer (session mode) [pgveil pgbouncer]
 #   TOOLS      callgrind strace [both]
 #   SCALE      pgbench scale factor [10]
 #   PGVEIL_BIN pgveil binary. Valgrind 3.19 cannot read lld's output, so build it with
@@ -124,6 +128,10 @@ export PGHOST=127.0.0.1 PGSSLMODE=disable PGGSSENCMODE=disable
 "$PG_BINDIR/psql" -X -q -p "$PGPORT" -U postgres -d postgres -c "CREATE DATABASE $DB"
 "$PG_BINDIR/pgbench" -i -q -s "$SCALE" -p "$PGPORT" -U postgres "$DB" >"$TMP/init.log" 2>&1 ||
     die "pgbench -i failed"
+MASKED_USER=bench_support
+"$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -p "$PGPORT" -U postgres -d "$DB" \
+    -v masked_user="$MASKED_USER" -f "$ASSETS/masked_customers.sql" >/dev/null ||
+    die "creating the masked workload's table failed"
 
 # start_proxy TARGET TOOL: the target under the tool (callgrind) or plain (strace attaches
 # per run); sets PROXY_PID (the proxy itself) and PROXY_PORT.
@@ -139,6 +147,7 @@ start_proxy() {
             echo "listen = \"127.0.0.1:$port\""
             case $target in
             pgveil+allow-all) echo "policy = \"$ASSETS/allow_all_policy.toml\"" ;;
+            pgveil+masked) echo "policy = \"$ASSETS/masked_policy.toml\"" ;;
             esac
             printf '[upstream]\nhost = "127.0.0.1"\nport = %s\ntls = "disable"\n' "$PGPORT"
             [[ $target != pgveil ]] && printf '[catalog]\nuser = "postgres"\n'
@@ -147,7 +156,7 @@ start_proxy() {
         ;;
     pgbouncer)
         mkdir -p "$TMP/pgbouncer"
-        echo '"postgres" ""' >"$TMP/pgbouncer/userlist.txt"
+        printf '"postgres" ""\n"%s" ""\n' "$MASKED_USER" >"$TMP/pgbouncer/userlist.txt"
         sed -e "s|@PORT@|$port|g" -e "s|@PGPORT@|$PGPORT|g" -e "s|@DB@|$DB|g" \
             -e "s|@POOL@|40|g" -e "s|@DIR@|$TMP/pgbouncer|g" \
             "$ASSETS/pgbouncer.ini.in" >"$TMP/pgbouncer/pgbouncer.ini"
@@ -176,11 +185,14 @@ stop_proxy() {
 }
 
 bench() { # bench WORKLOAD CLIENTS TX
-    local args=(-n -t "$3" -c "$2" -j "$(($2 < 2 ? $2 : 2))" -p "$PROXY_PORT" -U postgres)
+    local args=(-n -t "$3" -c "$2" -j "$(($2 < 2 ? $2 : 2))" -p "$PROXY_PORT")
     case $1 in
-    select) args+=(-S) ;;
-    select-prepared) args+=(-S -M prepared) ;;
-    tpcb) ;;
+    select) args+=(-U postgres -S) ;;
+    select-prepared) args+=(-U postgres -S -M prepared) ;;
+    tpcb) args+=(-U postgres) ;;
+    masked) args+=(-U "$MASKED_USER" -f "$ASSETS/masked_point_select.sql") ;;
+    masked-prepared) args+=(-U "$MASKED_USER" -f "$ASSETS/masked_point_select.sql" -M prepared) ;;
+    *) die "unknown workload $1" ;;
     esac
     "$PG_BINDIR/pgbench" "${args[@]}" "$DB" >"$TMP/pgbench.log" 2>&1 ||
         die "pgbench failed: $(tail -n 3 "$TMP/pgbench.log")"

@@ -213,24 +213,7 @@ log "pgbench -i -s $SCALE"
 
 if [[ $MASKED == 1 ]]; then
     log "creating public.customers (1000 rows) and user $MASKED_USER"
-    psql_direct -d "$DB" <<EOF
-CREATE ROLE "$MASKED_USER" LOGIN;
-CREATE TABLE public.customers (
-    id integer PRIMARY KEY,
-    name text NOT NULL,
-    phone text,
-    id_card text
-);
-INSERT INTO public.customers
-SELECT i,
-       'Customer ' || i,
-       '138' || lpad((i * 7919 % 100000000)::text, 8, '0'),
-       '110105' || (1950 + i % 60)::text || lpad((i % 12 + 1)::text, 2, '0')
-           || lpad((i % 28 + 1)::text, 2, '0') || lpad(i::text, 4, '0')
-FROM generate_series(1, 1000) AS i;
-GRANT SELECT ON public.customers TO "$MASKED_USER";
-ANALYZE public.customers;
-EOF
+    psql_direct -d "$DB" -v masked_user="$MASKED_USER" -f "$ASSETS/masked_customers.sql"
 fi
 
 # ---------------------------------------------------------------------------------------

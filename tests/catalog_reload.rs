@@ -165,7 +165,10 @@ async fn failed_reload_after_ddl_refuses_with_58000_until_it_succeeds() {
         );
     }
     // Statements that name no relation are not held back.
-    assert_eq!(one_text(&analyst, "SELECT 'still open'").await, "still open");
+    assert_eq!(
+        one_text(&analyst, "SELECT 'still open'").await,
+        "still open"
+    );
 
     admin
         .batch_execute(&format!("ALTER ROLE {ACCOUNT} LOGIN"))

@@ -130,6 +130,40 @@ pub struct Template {
     fixed_len: usize,
     /// Number of constants of the shape it was learnt from.
     constants: usize,
+    /// The key split once for [`Template::matches`]: the bytes before the first
+    /// constant, then per constant its kind and the key's bytes up to the next one.
+    first: Range<usize>,
+    slots: Box<[Slot]>,
+}
+
+/// One constant of a template's key and the literal text that follows it.
+#[derive(Debug)]
+struct Slot {
+    /// `digits.digits` rather than digits.
+    decimal: bool,
+    /// Where the literal after the constant lies in the key.
+    literal: Range<usize>,
+}
+
+/// The pieces of `key` (see [`Shape::key`]): none when a marker is not a known kind.
+fn split_key(key: &str) -> Option<(Range<usize>, Box<[Slot]>)> {
+    let mut pieces = key.split('\0');
+    let first = pieces.next()?;
+    let mut at = first.len() + 1;
+    let mut slots = Vec::new();
+    for piece in pieces {
+        let decimal = match piece.as_bytes().first() {
+            Some(b'i') => false,
+            Some(b'd') => true,
+            _ => return None,
+        };
+        slots.push(Slot {
+            decimal,
+            literal: at + 1..at + piece.len(),
+        });
+        at += piece.len() + 1;
+    }
+    Some((0..first.len(), slots.into()))
 }
 
 impl Template {
@@ -166,31 +200,21 @@ impl Template {
     /// they ended the learnt one. On success `constants` holds their byte ranges.
     pub fn matches(&self, sql: &str, constants: &mut Vec<Range<usize>>) -> bool {
         constants.clear();
-        let s = sql.as_bytes();
-        if memchr::memchr(0, s).is_some() {
+        let (s, key) = (sql.as_bytes(), self.key.as_bytes());
+        // A NUL in `sql` never matches: the key's literals hold none, and it is no digit.
+        if !s.starts_with(&key[self.first.clone()]) {
             return false;
         }
-        let mut pieces = self.key.split('\0');
-        let Some(first) = pieces.next() else {
-            return false;
-        };
-        let Some(mut pos) = s.starts_with(first.as_bytes()).then_some(first.len()) else {
-            return false;
-        };
+        let mut pos = self.first.end;
         let digits =
             |from: usize| from + s[from..].iter().take_while(|b| b.is_ascii_digit()).count();
-        for piece in pieces {
-            let (decimal, literal) = match piece.as_bytes().first() {
-                Some(b'i') => (false, &piece[1..]),
-                Some(b'd') => (true, &piece[1..]),
-                _ => return false,
-            };
+        for slot in &self.slots {
             let start = pos;
             let mut end = digits(start);
             if end == start {
                 return false;
             }
-            if decimal {
+            if slot.decimal {
                 if s.get(end) != Some(&b'.') {
                     return false;
                 }
@@ -200,7 +224,8 @@ impl Template {
                     return false;
                 }
             }
-            if !s[end..].starts_with(literal.as_bytes()) {
+            let literal = &key[slot.literal.clone()];
+            if !s[end..].starts_with(literal) {
                 return false;
             }
             constants.push(start..end);
@@ -257,7 +282,10 @@ impl Template {
                 Part::Constant(_) => 0,
             })
             .sum();
+        let (first, slots) = split_key(&shape.key)?;
         let t = Template {
+            first,
+            slots,
             key: shape.key.as_str().into(),
             outcome: Arc::new(outcome),
             parts,

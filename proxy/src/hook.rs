@@ -54,8 +54,9 @@ pub type Preparation = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 
 /// How a statement ended, from the server's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {
-    /// CommandComplete with its tag and the DataRows counted.
-    Done { tag: String, rows: u64 },
+    /// CommandComplete: the rows its tag reports (`SELECT n`, `INSERT 0 n`, `COPY n`,
+    /// …), else the DataRows counted.
+    Done { rows: u64 },
     /// EmptyQueryResponse.
     Empty,
     /// PortalSuspended (Execute with a row limit).

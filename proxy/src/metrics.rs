@@ -273,7 +273,7 @@ impl Metrics {
             r,
             Histogram::with_opts(hist_opts(
                 "rewrite_duration_seconds",
-                "Time spent analysing, deciding and rewriting one statement.",
+                "Time spent analysing, deciding and rewriting one statement decided afresh (decision cache misses; cached decisions are a lookup and not observed).",
                 REWRITE_BUCKETS,
             ))?,
         )?;

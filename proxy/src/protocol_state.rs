@@ -247,10 +247,7 @@ impl ProtocolState {
             b'C' | b'I' | b's' => {
                 let how = |rows: u64| match tag {
                     b'C' => Completion::Done {
-                        tag: crate::wire::messages::backend::command_tag(body)
-                            .unwrap_or("")
-                            .to_owned(),
-                        rows,
+                        rows: crate::wire::messages::backend::tag_rows(body).unwrap_or(rows),
                     },
                     b's' => Completion::Suspended { rows },
                     _ => Completion::Empty,
@@ -457,13 +454,7 @@ mod tests {
         s.on_backend(b'C', b"SELECT 2\0");
         let done = completions(&mut s);
         assert_eq!(done.len(), 1);
-        assert_eq!(
-            done[0],
-            Completion::Done {
-                tag: "SELECT 2".into(),
-                rows: 2
-            }
-        );
+        assert_eq!(done[0], Completion::Done { rows: 2 });
         s.on_backend(b'Z', b"I");
         assert!(s.is_idle());
     }

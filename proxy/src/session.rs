@@ -110,6 +110,7 @@ pub enum SessionEnd {
 struct Shared {
     state: ProtocolState,
     hook: Box<dyn SessionHook>,
+    descriptions: row_mask::DescriptionMemo,
 }
 
 /// Wakes the client → upstream loop when a probe's answer has been consumed.
@@ -430,6 +431,7 @@ async fn relay(
     let shared = Mutex::new(Shared {
         state: ProtocolState::default(),
         hook,
+        descriptions: row_mask::DescriptionMemo::default(),
     });
     let (mut client_rd, mut client_wr) = client.split();
     let (mut upstream_rd, mut upstream_wr) = upstream.split();
@@ -1121,10 +1123,12 @@ fn on_backend_message(
         b'T' => {
             let masked = match sh.state.masks() {
                 Some(masks) => {
-                    row_mask::row_description(body, masks, replacement).map_err(|e| match e {
-                        row_mask::MaskError::Malformed(m) => SessionError::UpstreamProtocol(m),
-                        stale => SessionError::StaleCatalog(stale),
-                    })?;
+                    let memo = &mut sh.descriptions;
+                    memo.describe(body, masks, replacement)
+                        .map_err(|e| match e {
+                            row_mask::MaskError::Malformed(m) => SessionError::UpstreamProtocol(m),
+                            stale => SessionError::StaleCatalog(stale),
+                        })?;
                     true
                 }
                 None => false,

@@ -406,6 +406,14 @@ fn resolves_names(outcome: &Outcome) -> bool {
         .any(|r| !r.relations.is_empty() || execute_target(&r.normalized).is_some())
 }
 
+/// Runs one analysis and records its duration in `rewrite_duration_seconds`.
+fn timed<T>(work: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let done = work();
+    metrics().rewrite(started.elapsed().as_secs_f64());
+    done
+}
+
 /// The refusal of a statement that resolves relation names while this session's DDL is
 /// not committed.
 fn uncommitted_ddl_refusal() -> ProxyError {
@@ -614,11 +622,12 @@ impl Enforcer {
             temp_schema: self.temp_schema.as_deref(),
         };
         let (policy, key) = (&self.active.policy, &self.shared.key);
+        // Only a decision computed afresh is timed: a cached one costs a lookup.
         let (outcome, hit, template) = self.shared.decisions.get_or_decide(
             context,
             sql,
-            || decide::decide(policy, &facts, catalog, key, sql),
-            |shape| shape::learn(policy, &facts, catalog, key, shape),
+            || timed(|| decide::decide(policy, &facts, catalog, key, sql)),
+            |shape| timed(|| shape::learn(policy, &facts, catalog, key, shape)),
         );
         metrics().decision_cache(hit);
         // A template comes back only when no remembered shape matched the text.
@@ -1195,7 +1204,6 @@ impl Enforcer {
         if self.should_refresh_for(sql, &outcome) {
             return (Verdict::Retry, None);
         }
-        metrics().rewrite(started.elapsed().as_secs_f64());
         if self.restricted {
             match self.stale_sql_execute(&outcome) {
                 Some(SqlPrepared::Refused(e)) => return (Verdict::Refuse(e), None),
@@ -1629,10 +1637,7 @@ impl SessionHook for Enforcer {
             }
         }
         let (rows, sqlstate) = match &how {
-            Completion::Done { rows, tag } => (
-                Some(crate::wire::messages::backend::tag_rows(tag).unwrap_or(*rows)),
-                None,
-            ),
+            Completion::Done { rows } => (Some(*rows), None),
             Completion::Suspended { rows } => (Some(*rows), None),
             Completion::Empty => (Some(0), None),
             Completion::Failed { sqlstate } => (None, sqlstate.clone()),

@@ -36,7 +36,7 @@ pub fn fuzz_all_decoders(data: &[u8]) {
         let _ = backend::sasl_mechanisms(body);
         let _ = backend::BackendKeyData::parse(body);
         let _ = backend::ready_status(body);
-        let _ = backend::command_tag(body);
+        let _ = backend::tag_rows(body);
         let _ = backend::parameter_status(body);
         let _ = crate::protocol_state::decode_data_row(body);
         rest = &rest[total..];

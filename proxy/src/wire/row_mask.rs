@@ -5,6 +5,8 @@
 //! description no source table or column, and type `text` (or the column's own type for
 //! `null`). Everything else of the message is copied as received.
 
+use std::sync::Arc;
+
 use pgveil_policy::mask::MaskKey;
 use pgveil_policy::output::RowMasks;
 
@@ -149,6 +151,38 @@ pub fn row_description(body: &[u8], masks: &RowMasks, out: &mut Vec<u8>) -> Resu
     patched
 }
 
+/// The last RowDescription a session masked, with its result: a statement run again
+/// gets the same description from the server, so it is copied instead of patched anew.
+#[derive(Default)]
+pub struct DescriptionMemo {
+    masks: Option<Arc<RowMasks>>,
+    body: Vec<u8>,
+    message: Vec<u8>,
+}
+
+impl DescriptionMemo {
+    /// [`row_description`] of `body` under `masks`, from the memo when both are the
+    /// last ones seen (the same masks by identity, the same bytes).
+    pub fn describe(
+        &mut self,
+        body: &[u8],
+        masks: &Arc<RowMasks>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), MaskError> {
+        let same = self.masks.as_ref().is_some_and(|m| Arc::ptr_eq(m, masks));
+        if !same || self.body != body {
+            self.masks = None;
+            self.message.clear();
+            row_description(body, masks, &mut self.message)?;
+            self.body.clear();
+            self.body.extend_from_slice(body);
+            self.masks = Some(masks.clone());
+        }
+        out.extend_from_slice(&self.message);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +313,46 @@ mod tests {
         assert_eq!(field(0), (16384, 1043));
         assert_eq!(field(1), (0, 25));
         assert_eq!(field(2), (0, 1043));
+    }
+
+    #[test]
+    fn memo_answers_like_a_fresh_patch_and_notices_changes() {
+        let mut m = masks();
+        m.expanded = vec![(0, "id".into()), (1, "phone".into()), (2, "id_card".into())];
+        let m = Arc::new(m);
+        let ok = description(&[("id", 20), ("phone", 1043), ("id_card", 25)]);
+        let mut fresh = Vec::new();
+        row_description(&ok, &m, &mut fresh).expect("matches");
+        let mut memo = DescriptionMemo::default();
+        for _ in 0..2 {
+            let mut out = b"prefix".to_vec();
+            memo.describe(&ok, &m, &mut out).expect("matches");
+            assert_eq!(&out[6..], fresh.as_slice());
+        }
+        // Other bytes under the same masks: checked again, not answered from the memo.
+        let shifted = description(&[("id", 20), ("id_card", 1043), ("note", 25)]);
+        let mut out = Vec::new();
+        assert_eq!(
+            memo.describe(&shifted, &m, &mut out),
+            Err(MaskError::StaleColumns)
+        );
+        assert!(out.is_empty());
+        assert_eq!(
+            memo.describe(&shifted, &m, &mut out),
+            Err(MaskError::StaleColumns)
+        );
+        // Equal masks of another statement are other masks: patched for them.
+        let other = Arc::new(masks());
+        let plain = description(&[("a", 20), ("phone", 25), ("b", 1184)]);
+        let mut want = Vec::new();
+        row_description(&plain, &other, &mut want).expect("explicit columns");
+        let mut out = Vec::new();
+        memo.describe(&plain, &other, &mut out)
+            .expect("explicit columns");
+        assert_eq!(out, want);
+        assert_eq!(
+            memo.describe(&shifted, &m, &mut Vec::new()),
+            Err(MaskError::StaleColumns)
+        );
     }
 }

@@ -102,19 +102,25 @@ pub fn encode_ready(out: &mut Vec<u8>, status: u8) {
     encode(out, b'Z', |b| b.push(status));
 }
 
-/// The command tag of a CommandComplete body (without the NUL).
-pub fn command_tag(body: &[u8]) -> Result<&str, Malformed> {
-    Cursor::new(body, "CommandComplete").str()
-}
-
-/// Rows reported by a command tag ("SELECT 3", "INSERT 0 1", "COPY 10", ...), if any.
-pub fn tag_rows(tag: &str) -> Option<u64> {
-    let bytes = tag.as_bytes();
-    let first = bytes.iter().position(|&b| b == b' ')?;
-    let last = bytes.iter().rposition(|&b| b == b' ')?;
+/// Rows reported by a command tag ("SELECT 3", "INSERT 0 1", "COPY 10", ...), if any:
+/// the CommandComplete body as received (its NUL terminator may be included). Read from
+/// the bytes, since every statement's completion passes here.
+pub fn tag_rows(tag: &[u8]) -> Option<u64> {
+    let tag = tag.strip_suffix(&[0]).unwrap_or(tag);
+    let first = memchr::memchr(b' ', tag)?;
+    let last = memchr::memrchr(b' ', tag)?;
     match &tag[..first] {
-        "SELECT" | "UPDATE" | "DELETE" | "INSERT" | "COPY" | "FETCH" | "MOVE" | "MERGE" => {
-            tag[last + 1..].parse().ok()
+        b"SELECT" | b"UPDATE" | b"DELETE" | b"INSERT" | b"COPY" | b"FETCH" | b"MOVE" | b"MERGE" => {
+            let digits = &tag[last + 1..];
+            if digits.is_empty() {
+                return None;
+            }
+            digits.iter().try_fold(0u64, |n, &d| {
+                if !d.is_ascii_digit() {
+                    return None;
+                }
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })
         }
         _ => None,
     }
@@ -141,11 +147,20 @@ mod tests {
 
     #[test]
     fn rows_from_tags() {
-        assert_eq!(tag_rows("SELECT 12"), Some(12));
-        assert_eq!(tag_rows("INSERT 0 3"), Some(3));
-        assert_eq!(tag_rows("COPY 7"), Some(7));
-        assert_eq!(tag_rows("CREATE TABLE"), None);
-        assert_eq!(tag_rows("BEGIN"), None);
+        assert_eq!(tag_rows(b"SELECT 12"), Some(12));
+        assert_eq!(tag_rows(b"SELECT 12\0"), Some(12));
+        assert_eq!(tag_rows(b"INSERT 0 3"), Some(3));
+        assert_eq!(tag_rows(b"COPY 7"), Some(7));
+        assert_eq!(tag_rows(b"SELECT 18446744073709551615"), Some(u64::MAX));
+        assert_eq!(tag_rows(b"SELECT 18446744073709551616"), None);
+        assert_eq!(
+            tag_rows(b"SELECT 9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(tag_rows(b"SELECT -1"), None);
+        assert_eq!(tag_rows(b"SELECT "), None);
+        assert_eq!(tag_rows(b"CREATE TABLE"), None);
+        assert_eq!(tag_rows(b"BEGIN"), None);
     }
 
     #[test]
