@@ -962,7 +962,7 @@ impl Enforcer {
         {
             return None;
         }
-        if self.doubtful_portals.contains(name) {
+        if !self.doubtful_portals.is_empty() && self.doubtful_portals.contains(name) {
             return Some(Verdict::Refuse(ProxyError::error(
                 "42501",
                 format!(
@@ -1042,8 +1042,12 @@ impl Enforcer {
             return None;
         }
         let generation = self.active.generation;
-        if let Some(b) = self.portals.get(name) {
-            let (sql, outcome, then) = (b.sql.clone(), b.outcome.clone(), b.generation);
+        let bound_earlier = self
+            .portals
+            .get(name)
+            .filter(|b| b.generation != generation)
+            .map(|b| (b.sql.clone(), b.outcome.clone(), b.generation));
+        if let Some((sql, outcome, then)) = bound_earlier {
             if !self.still_decided(sql.as_deref(), outcome.as_deref(), then) {
                 return Some(Verdict::Refuse(
                     ProxyError::error(
@@ -1058,6 +1062,9 @@ impl Enforcer {
             if let Some(b) = self.portals.get_mut(name) {
                 b.generation = generation;
             }
+        }
+        if self.cursors.is_empty() {
+            return None;
         }
         let declared = self.cursors.get(name).cloned().unwrap_or_default();
         for o in &declared {
@@ -1386,36 +1393,31 @@ impl SessionHook for Enforcer {
                 SqlPrepared::Refused(e) => return Verdict::Refuse(e),
             }
         }
-        if self.restricted
-            && self.uncommitted_ddl.is_some()
-            && self
+        if self.restricted && (self.uncommitted_ddl.is_some() || self.catalog_behind()) {
+            let resolves = self
                 .statements
                 .get(statement)
                 .and_then(|p| p.outcome.as_deref())
-                .is_none_or(resolves_names)
-        {
-            return Verdict::Refuse(uncommitted_ddl_refusal());
-        }
-        if self.restricted
-            && self.catalog_behind()
-            && self
-                .statements
-                .get(statement)
-                .and_then(|p| p.outcome.as_deref())
-                .is_none_or(resolves_names)
-        {
-            return Verdict::Refuse(catalog_behind_refusal());
+                .is_none_or(resolves_names);
+            if resolves && self.uncommitted_ddl.is_some() {
+                return Verdict::Refuse(uncommitted_ddl_refusal());
+            }
+            if resolves {
+                return Verdict::Refuse(catalog_behind_refusal());
+            }
         }
         let known = self.statements.get(statement).map(|p| p.reusable_in);
         let unchanged = match known {
             Some(Some(then)) => self.protocol_guard().is_none() && self.context_now().0 == then,
             _ => false,
         };
-        let stale = self
-            .statements
-            .get(statement)
-            .filter(|_| !unchanged)
-            .map(|p| (p.sql.clone(), p.outcome.clone()));
+        let stale = if unchanged {
+            None
+        } else {
+            self.statements
+                .get(statement)
+                .map(|p| (p.sql.clone(), p.outcome.clone()))
+        };
         if let Some((sql, old)) = stale {
             let (v, decided) = self.verdict(&sql, None);
             if matches!(v, Verdict::Retry) {
@@ -1550,7 +1552,9 @@ impl SessionHook for Enforcer {
         if let Some((name, displaces_masked, _)) = self.portal_ops.pop_front() {
             if change == StatementChange::Made {
                 // The server holds this Bind's portal now (or none after a Close).
-                self.doubtful_portals.remove(&name);
+                if !self.doubtful_portals.is_empty() {
+                    self.doubtful_portals.remove(&name);
+                }
             } else if displaces_masked {
                 self.doubtful_portals.insert(name);
             }
