@@ -134,6 +134,8 @@ pub struct Template {
     /// constant, then per constant its kind and the key's bytes up to the next one.
     first: Range<usize>,
     slots: Box<[Slot]>,
+    /// The fewest bytes a matching text has (its literals, a digit per constant).
+    min_len: usize,
 }
 
 /// One constant of a template's key and the literal text that follows it.
@@ -202,7 +204,7 @@ impl Template {
         constants.clear();
         let (s, key) = (sql.as_bytes(), self.key.as_bytes());
         // A NUL in `sql` never matches: the key's literals hold none, and it is no digit.
-        if !s.starts_with(&key[self.first.clone()]) {
+        if s.len() < self.min_len || !s.starts_with(&key[self.first.clone()]) {
             return false;
         }
         let mut pos = self.first.end;
@@ -283,7 +285,13 @@ impl Template {
             })
             .sum();
         let (first, slots) = split_key(&shape.key)?;
+        let min_len = first.len()
+            + slots
+                .iter()
+                .map(|s| s.literal.len() + if s.decimal { 3 } else { 1 })
+                .sum::<usize>();
         let t = Template {
+            min_len,
             first,
             slots,
             key: shape.key.as_str().into(),

@@ -266,8 +266,10 @@ async fn refresh_catalog(shared: &Enforcement, session: &str, db: &str, since: I
 /// snapshot is at least this old.
 const UNKNOWN_COLUMN_REFRESH: Duration = Duration::from_secs(2);
 
-/// How many statement shapes a session remembers.
-const SESSION_SHAPES: usize = 4;
+/// How many statement shapes a session remembers: enough for a transaction's worth of
+/// statements sent in turn (pgbench's TPC-B has seven, nine shapes with the signs of its
+/// deltas); a text that matches none is looked up in the shared cache, which lexes it.
+const SESSION_SHAPES: usize = 16;
 
 fn purpose_from_startup(params: &[(String, String)]) -> Option<String> {
     startup_settings(params)

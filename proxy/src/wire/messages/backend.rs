@@ -107,8 +107,9 @@ pub fn encode_ready(out: &mut Vec<u8>, status: u8) {
 /// the bytes, since every statement's completion passes here.
 pub fn tag_rows(tag: &[u8]) -> Option<u64> {
     let tag = tag.strip_suffix(&[0]).unwrap_or(tag);
-    let first = memchr::memchr(b' ', tag)?;
-    let last = memchr::memrchr(b' ', tag)?;
+    // Tags are a few bytes: a plain scan beats memchr's set-up.
+    let first = tag.iter().position(|&b| b == b' ')?;
+    let last = tag.iter().rposition(|&b| b == b' ')?;
     match &tag[..first] {
         b"SELECT" | b"UPDATE" | b"DELETE" | b"INSERT" | b"COPY" | b"FETCH" | b"MOVE" | b"MERGE" => {
             let digits = &tag[last + 1..];
