@@ -50,16 +50,10 @@ SCALE=${SCALE:-10}
 KEEP=${KEEP:-0}
 DB=bench
 
-log() { printf '%s ir_per_tx: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+BENCH_NAME=ir_per_tx
+# shellcheck source=benches/common.sh
+source "$HERE/common.sh"
 
-if [[ -z ${PG_BINDIR:-} ]]; then
-    PG_BINDIR=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-fi
-[[ -x $PG_BINDIR/initdb && -x $PG_BINDIR/pgbench ]] || die "no PostgreSQL in '$PG_BINDIR'"
 for tool in $TOOLS; do
     case $tool in
     callgrind) command -v valgrind >/dev/null || die "valgrind is not installed" ;;
@@ -78,24 +72,6 @@ if [[ -z ${PGVEIL_BIN:-} ]]; then
 fi
 [[ -x $PGVEIL_BIN ]] || die "no pgveil binary at $PGVEIL_BIN"
 
-IS_ROOT=0
-[[ $(id -u) -eq 0 ]] && IS_ROOT=1
-as_pg() {
-    if [[ $IS_ROOT -eq 1 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-wait_port() {
-    local port=$1 pid=$2 i
-    for i in $(seq 1 600); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 TMP=$(mktemp -d /tmp/pgveil-irtx.XXXXXX)
 PGDATA=$TMP/pgdata
 PROXY_PID=
@@ -106,11 +82,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-if [[ $IS_ROOT -eq 1 ]]; then
-    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
-    chown postgres "$TMP"
-fi
-chmod 755 "$TMP"
+own_for_pg "$TMP"
 
 PGPORT=$(free_port)
 as_pg "$PG_BINDIR/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --no-locale \
@@ -168,7 +140,7 @@ start_proxy() {
     *) die "unknown target $target" ;;
     esac
     local launched=$!
-    wait_port "$port" "$launched" || die "$target did not start"
+    wait_port "$port" "$launched" 60 || die "$target did not start"
     # The proxy's own pid, the one listening (runuser forks it; valgrind runs in place of
     # the program).
     PROXY_PID=$(ss -ltnpH "sport = :$port" | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2)

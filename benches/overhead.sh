@@ -64,25 +64,13 @@ OUT=${OUT:-$PWD/overhead-$(date -u +%Y%m%dT%H%M%SZ)}
 DB=bench
 PGUSER_BENCH=postgres
 
-log() { printf '%s overhead: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+BENCH_NAME=overhead
+# shellcheck source=benches/common.sh
+source "$HERE/common.sh"
 
 # ---------------------------------------------------------------------------------------
 # Tools
 # ---------------------------------------------------------------------------------------
-
-if [[ -z ${PG_BINDIR:-} ]]; then
-    PG_BINDIR=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-fi
-[[ -x $PG_BINDIR/initdb && -x $PG_BINDIR/pgbench ]] ||
-    die "no PostgreSQL binaries in '$PG_BINDIR' (set PG_BINDIR)"
-command -v python3 >/dev/null || die "python3 is needed for free ports and the report"
-
-IS_ROOT=0
-[[ $(id -u) -eq 0 ]] && IS_ROOT=1
 
 # Install a Debian package when a tool is missing (root, else sudo); false if impossible.
 ensure_pkg() {
@@ -97,32 +85,6 @@ ensure_pkg() {
         return 1
     fi
     [[ -x $bin ]]
-}
-
-# Run a command as the PostgreSQL owner (postgres when we are root).
-as_pg() {
-    if [[ $IS_ROOT -eq 1 ]]; then
-        runuser -u postgres -- "$@"
-    else
-        "$@"
-    fi
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Wait until something accepts TCP connections on 127.0.0.1:$1 (pid $2 must stay alive).
-wait_port() {
-    local port=$1 pid=$2 i
-    for i in $(seq 1 200); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
 }
 
 # CPU clock ticks used so far by a process and its children (reaped ones included).
@@ -167,11 +129,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [[ $IS_ROOT -eq 1 ]]; then
-    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
-    chown postgres "$TMP"
-fi
-chmod 755 "$TMP"
+own_for_pg "$TMP"
 
 # ---------------------------------------------------------------------------------------
 # PostgreSQL
