@@ -914,27 +914,6 @@ async fn pipeline(sess: &mut Session, msgs: &[Vec<u8>], n: usize) -> Vec<Msg> {
     out
 }
 
-fn bind_execute(statement: &str) -> Vec<u8> {
-    let mut b = vec![0u8];
-    b.extend_from_slice(statement.as_bytes());
-    b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
-    let mut m = raw::message(b'B', &b);
-    m.extend(raw::message(b'E', &[0, 0, 0, 0, 0]));
-    m
-}
-
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    let mut p = name.as_bytes().to_vec();
-    p.push(0);
-    p.extend_from_slice(sql.as_bytes());
-    p.extend_from_slice(&[0, 0, 0]);
-    raw::message(b'P', &p)
-}
-
-fn sync() -> Vec<u8> {
-    raw::message(b'S', &[])
-}
-
 fn data_rows(msgs: &[Msg]) -> usize {
     msgs.iter().filter(|m| m.tag == b'D').count()
 }
@@ -958,20 +937,20 @@ async fn statement_books_follow_the_server() {
     let masked = "SELECT phone FROM customers";
     let decoy = "SELECT 'x'::text AS phone FROM customers";
 
-    let r = pipeline(&mut sess, &[parse("s1", masked), sync()], 1).await;
+    let r = pipeline(&mut sess, &[raw::parse("s1", masked), raw::sync()], 1).await;
     assert!(sqlstates(&r).is_empty(), "{r:?}");
     // Bind of a missing statement fails, so the Close of s1 is skipped; after the Sync
     // the Parse of s1 fails (s1 still exists) and the Bind runs the masked s1.
     let r = pipeline(
         &mut sess,
         &[
-            bind_execute("no_such_statement"),
+            raw::bind_execute("no_such_statement"),
             raw::message(b'C', b"Ss1\0"),
-            sync(),
-            parse("s1", decoy),
-            sync(),
-            bind_execute("s1"),
-            sync(),
+            raw::sync(),
+            raw::parse("s1", decoy),
+            raw::sync(),
+            raw::bind_execute("s1"),
+            raw::sync(),
         ],
         3,
     )
@@ -992,7 +971,11 @@ async fn statement_books_follow_the_server() {
     assert!(sqlstates(&r).is_empty(), "{r:?}");
     let r = pipeline(
         &mut sess,
-        &[parse("s1", masked), bind_execute("s1"), sync()],
+        &[
+            raw::parse("s1", masked),
+            raw::bind_execute("s1"),
+            raw::sync(),
+        ],
         1,
     )
     .await;
@@ -1004,8 +987,8 @@ async fn statement_books_follow_the_server() {
     let r = pipeline(
         &mut sess,
         &[
-            parse("s2", "SELECT phone FROM customers WHERE id = 'abc'::int"),
-            sync(),
+            raw::parse("s2", "SELECT phone FROM customers WHERE id = 'abc'::int"),
+            raw::sync(),
         ],
         1,
     )
@@ -1013,7 +996,11 @@ async fn statement_books_follow_the_server() {
     assert_eq!(sqlstates(&r), ["22P02"], "{r:?}");
     let r = pipeline(
         &mut sess,
-        &[parse("s2", masked), bind_execute("s2"), sync()],
+        &[
+            raw::parse("s2", masked),
+            raw::bind_execute("s2"),
+            raw::sync(),
+        ],
         1,
     )
     .await;
@@ -1027,10 +1014,10 @@ async fn statement_books_follow_the_server() {
     let r = pipeline(
         &mut sess,
         &[
-            parse("s1", masked),
-            parse("s2", masked),
-            bind_execute("s2"),
-            sync(),
+            raw::parse("s1", masked),
+            raw::parse("s2", masked),
+            raw::bind_execute("s2"),
+            raw::sync(),
         ],
         1,
     )
@@ -1053,7 +1040,7 @@ async fn masked_statement_after_an_encoding_switch() {
     let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
     let r = pipeline(
         &mut sess,
-        &[parse("s1", "SELECT phone FROM customers"), sync()],
+        &[raw::parse("s1", "SELECT phone FROM customers"), raw::sync()],
         1,
     )
     .await;
@@ -1067,7 +1054,7 @@ async fn masked_statement_after_an_encoding_switch() {
         let r = sess.simple(sql).await;
         assert_eq!(sqlstates(&r), ["42501"], "{sql}: {r:?}");
     }
-    let r = pipeline(&mut sess, &[bind_execute("s1"), sync()], 1).await;
+    let r = pipeline(&mut sess, &[raw::bind_execute("s1"), raw::sync()], 1).await;
     assert_eq!(data_rows(&r), 10, "{r:?}");
     seen.extend(r);
     assert_no_leaks(&seen, &forbidden);
@@ -1084,13 +1071,13 @@ async fn pipelined_batches_through_the_statement_books() {
     let masked = "SELECT phone FROM customers";
     let mut msgs = Vec::new();
     for _ in 0..20 {
-        msgs.extend([parse("", masked), bind_execute(""), sync()]);
+        msgs.extend([raw::parse("", masked), raw::bind_execute(""), raw::sync()]);
     }
     msgs.extend([
-        parse("fresh", masked),
-        sync(),
-        bind_execute("fresh"),
-        sync(),
+        raw::parse("fresh", masked),
+        raw::sync(),
+        raw::bind_execute("fresh"),
+        raw::sync(),
     ]);
     let r = pipeline(&mut sess, &msgs, 22).await;
     assert!(sqlstates(&r).is_empty(), "{r:?}");
@@ -1189,9 +1176,9 @@ async fn masked_star_without_describe_after_a_table_changed_behind_the_proxy() {
     let (pg, proxy, raw_phone) = contacts_behind_the_proxy(db).await;
     let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
     let batch = [
-        parse("", "SELECT * FROM contacts"),
-        bind_execute(""),
-        sync(),
+        raw::parse("", "SELECT * FROM contacts"),
+        raw::bind_execute(""),
+        raw::sync(),
     ];
     let mut seen = pipeline(&mut sess, &batch, 1).await;
     assert_eq!(data_rows(&seen), 1, "{seen:?}");
@@ -1294,7 +1281,11 @@ async fn masked_portals_reached_no_other_way() {
         seen.extend(sess.simple("BEGIN").await);
         let r = pipeline(
             &mut sess,
-            &[parse("s1", masked), bind_portal("px", "s1"), sync()],
+            &[
+                raw::parse("s1", masked),
+                bind_portal("px", "s1"),
+                raw::sync(),
+            ],
             1,
         )
         .await;
@@ -1314,22 +1305,26 @@ async fn masked_portals_reached_no_other_way() {
         let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
         let mut batches = vec![
             [
-                parse("s1", masked),
-                parse("s2", decoy),
+                raw::parse("s1", masked),
+                raw::parse("s2", decoy),
                 bind_portal("pa", "s1"),
-                sync(),
+                raw::sync(),
             ]
             .concat(),
             raw::message(b'Q', b"SAVEPOINT a\0"),
         ];
-        let mut second = vec![parse("", fail), bind_execute(""), close_portal("pa")];
+        let mut second = vec![
+            raw::parse("", fail),
+            raw::bind_execute(""),
+            close_portal("pa"),
+        ];
         if rebind {
             second.push(bind_portal("pa", "s2"));
         }
-        second.push(sync());
+        second.push(raw::sync());
         batches.push(second.concat());
         batches.push(raw::message(b'Q', b"ROLLBACK TO SAVEPOINT a\0"));
-        batches.push([execute_portal("pa"), sync()].concat());
+        batches.push([execute_portal("pa"), raw::sync()].concat());
         seen.extend(sess.simple("BEGIN").await);
         let r = if pipelined {
             pipeline(&mut sess, &batches, batches.len()).await
@@ -1352,25 +1347,25 @@ async fn masked_portals_reached_no_other_way() {
     let r = pipeline(
         &mut sess,
         &[
-            parse("s1", masked),
-            parse("s2", decoy),
-            parse("sp", "SAVEPOINT a"),
-            parse("rb", "ROLLBACK TO SAVEPOINT a"),
-            parse("z", fail),
+            raw::parse("s1", masked),
+            raw::parse("s2", decoy),
+            raw::parse("sp", "SAVEPOINT a"),
+            raw::parse("rb", "ROLLBACK TO SAVEPOINT a"),
+            raw::parse("z", fail),
             bind_portal("", "s1"),
-            sync(),
+            raw::sync(),
             bind_portal("x1", "sp"),
             execute_portal("x1"),
-            sync(),
+            raw::sync(),
             bind_portal("x2", "z"),
             execute_portal("x2"),
             bind_portal("", "s2"),
-            sync(),
+            raw::sync(),
             bind_portal("x3", "rb"),
             execute_portal("x3"),
-            sync(),
+            raw::sync(),
             execute_portal(""),
-            sync(),
+            raw::sync(),
         ],
         5,
     )
@@ -1385,12 +1380,12 @@ async fn masked_portals_reached_no_other_way() {
     let r = pipeline(
         &mut sess,
         &[
-            parse("", masked),
-            bind_execute(""),
-            sync(),
-            parse("", decoy),
-            bind_execute(""),
-            sync(),
+            raw::parse("", masked),
+            raw::bind_execute(""),
+            raw::sync(),
+            raw::parse("", decoy),
+            raw::bind_execute(""),
+            raw::sync(),
         ],
         2,
     )
@@ -1461,7 +1456,7 @@ async fn sql_prepared_statement_bound_after_its_relation_changed() {
     let (mut sess, _) = Session::open(proxy.port(), T, db, &[]).await;
     let mut seen = Vec::new();
     run_ok(&mut sess, DECOY_VIEW_PREPARED, &mut seen).await;
-    let r = pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await;
+    let r = pipeline(&mut sess, &[raw::bind_execute("p"), raw::sync()], 1).await;
     assert_eq!(summary(&r), (1, None), "the temp table's row: {r:?}");
     seen.extend(r);
     // SET search_path and EXECUTE in one text: the EXECUTE was checked under the old path
@@ -1478,7 +1473,7 @@ async fn sql_prepared_statement_bound_after_its_relation_changed() {
     assert_eq!(summary(&r).1.as_deref(), Some("42501"), "{r:?}");
     seen.extend(r);
     seen.extend(sess.simple("DROP TABLE pg_temp.customer_view").await);
-    let r = pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await;
+    let r = pipeline(&mut sess, &[raw::bind_execute("p"), raw::sync()], 1).await;
     assert_eq!(sqlstates(&r), vec!["42501".to_string()], "{r:?}");
     seen.extend(r);
     // Still refused by EXECUTE; usable afterwards.
@@ -1501,7 +1496,7 @@ async fn sql_prepared_statement_bound_after_its_relation_changed() {
     ] {
         seen.extend(sess.simple(sql).await);
     }
-    let r = pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await;
+    let r = pipeline(&mut sess, &[raw::bind_execute("p"), raw::sync()], 1).await;
     assert_eq!(sqlstates(&r), vec!["26000".to_string()], "{r:?}");
     seen.extend(r);
     let r = sess.simple("SELECT 1").await;
@@ -1518,7 +1513,10 @@ async fn sql_prepared_statement_bound_after_its_relation_changed() {
     seen.extend(
         pipeline(
             &mut sess,
-            &[parse("s", "SELECT phone FROM customer_view"), sync()],
+            &[
+                raw::parse("s", "SELECT phone FROM customer_view"),
+                raw::sync(),
+            ],
             1,
         )
         .await,
@@ -1526,7 +1524,13 @@ async fn sql_prepared_statement_bound_after_its_relation_changed() {
     let drop = raw::message(b'Q', b"DROP TABLE pg_temp.customer_view\0");
     let r = pipeline(
         &mut sess,
-        &[drop, bind_execute("p"), sync(), bind_execute("s"), sync()],
+        &[
+            drop,
+            raw::bind_execute("p"),
+            raw::sync(),
+            raw::bind_execute("s"),
+            raw::sync(),
+        ],
         3,
     )
     .await;
@@ -1610,11 +1614,11 @@ async fn cursors_and_portals_opened_before_a_policy_reload() {
     let r = pipeline(
         &mut sess,
         &[
-            parse("s1", select),
+            raw::parse("s1", select),
             bind_portal("p", "s1"),
             bind_portal("q", "s1"),
             execute_rows("p", 1),
-            sync(),
+            raw::sync(),
             raw::message(b'Q', b"SAVEPOINT a\0"),
         ],
         2,
@@ -1628,10 +1632,14 @@ async fn cursors_and_portals_opened_before_a_policy_reload() {
     let attempts: Vec<Vec<Vec<u8>>> = vec![
         vec![raw::message(b'Q', b"FETCH 1 FROM c\0")],
         vec![raw::message(b'Q', b"MOVE 1 IN c\0")],
-        vec![parse("", "FETCH 1 FROM c"), bind_execute(""), sync()],
-        vec![execute_rows("c", 1), sync()],
-        vec![execute_rows("p", 1), sync()],
-        vec![execute_rows("q", 0), sync()],
+        vec![
+            raw::parse("", "FETCH 1 FROM c"),
+            raw::bind_execute(""),
+            raw::sync(),
+        ],
+        vec![execute_rows("c", 1), raw::sync()],
+        vec![execute_rows("p", 1), raw::sync()],
+        vec![execute_rows("q", 0), raw::sync()],
         vec![raw::message(b'Q', b"FETCH ALL FROM p\0")],
         vec![raw::message(b'Q', b"FETCH ALL FROM q\0")],
     ];
@@ -1683,7 +1691,7 @@ async fn failed_prepare_of_a_taken_name() {
         assert_eq!(summary(&r).1, None, "{r:?}");
         seen.extend(r);
         let r = if bind {
-            pipeline(&mut sess, &[bind_execute("p"), sync()], 1).await
+            pipeline(&mut sess, &[raw::bind_execute("p"), raw::sync()], 1).await
         } else {
             sess.simple("EXECUTE p").await
         };
@@ -1727,7 +1735,10 @@ async fn statements_after_uncommitted_ddl() {
     run_ok(&mut sess, DECOY_VIEW_PREPARED, &mut seen).await;
     let r = pipeline(
         &mut sess,
-        &[parse("s1", "SELECT phone FROM customer_view"), sync()],
+        &[
+            raw::parse("s1", "SELECT phone FROM customer_view"),
+            raw::sync(),
+        ],
         1,
     )
     .await;
@@ -1744,12 +1755,12 @@ async fn statements_after_uncommitted_ddl() {
             vec![raw::message(b'Q', b"SAVEPOINT a\0")],
             vec![raw::message(b'Q', b"EXECUTE p\0")],
             vec![raw::message(b'Q', b"ROLLBACK TO SAVEPOINT a\0")],
-            vec![bind_execute("s1"), sync()],
+            vec![raw::bind_execute("s1"), raw::sync()],
             vec![raw::message(b'Q', b"ROLLBACK TO SAVEPOINT a\0")],
             vec![
-                parse("", "SELECT phone FROM customer_view"),
-                bind_execute(""),
-                sync(),
+                raw::parse("", "SELECT phone FROM customer_view"),
+                raw::bind_execute(""),
+                raw::sync(),
             ],
         ] {
             let r = pipeline(&mut sess, &msgs, 1).await;
@@ -1767,11 +1778,11 @@ async fn statements_after_uncommitted_ddl() {
     let r = pipeline(
         &mut sess,
         &[
-            parse("", "DROP TABLE pg_temp.customer_view"),
-            bind_execute(""),
-            parse("", "SELECT phone FROM customer_view"),
-            bind_execute(""),
-            sync(),
+            raw::parse("", "DROP TABLE pg_temp.customer_view"),
+            raw::bind_execute(""),
+            raw::parse("", "SELECT phone FROM customer_view"),
+            raw::bind_execute(""),
+            raw::sync(),
         ],
         1,
     )

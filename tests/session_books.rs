@@ -46,27 +46,6 @@ async fn pipeline(s: &mut TcpStream, msgs: &[Vec<u8>], n: usize) -> Vec<Msg> {
     out
 }
 
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    let mut p = name.as_bytes().to_vec();
-    p.push(0);
-    p.extend_from_slice(sql.as_bytes());
-    p.extend_from_slice(&[0, 0, 0]);
-    raw::message(b'P', &p)
-}
-
-fn bind_execute(statement: &str) -> Vec<u8> {
-    let mut b = vec![0u8];
-    b.extend_from_slice(statement.as_bytes());
-    b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
-    let mut m = raw::message(b'B', &b);
-    m.extend(raw::message(b'E', &[0, 0, 0, 0, 0]));
-    m
-}
-
-fn sync() -> Vec<u8> {
-    raw::message(b'S', &[])
-}
-
 fn readies(msgs: &[Msg]) -> usize {
     msgs.iter().filter(|m| m.tag == b'Z').count()
 }
@@ -123,17 +102,17 @@ async fn pipelined_prepare_then_execute() {
     let r = pipeline(
         &mut s,
         &[
-            parse("", &format!("PREPARE pe AS {PREPARE_PHONES}")),
-            bind_execute(""),
-            sync(),
-            parse("", "EXECUTE pe"),
-            bind_execute(""),
-            sync(),
-            parse("", &format!("PREPARE pf AS {PREPARE_PHONES}")),
-            bind_execute(""),
-            parse("", "EXECUTE pf"),
-            bind_execute(""),
-            sync(),
+            raw::parse("", &format!("PREPARE pe AS {PREPARE_PHONES}")),
+            raw::bind_execute(""),
+            raw::sync(),
+            raw::parse("", "EXECUTE pe"),
+            raw::bind_execute(""),
+            raw::sync(),
+            raw::parse("", &format!("PREPARE pf AS {PREPARE_PHONES}")),
+            raw::bind_execute(""),
+            raw::parse("", "EXECUTE pf"),
+            raw::bind_execute(""),
+            raw::sync(),
         ],
         3,
     )
@@ -214,11 +193,11 @@ async fn prepare_skipped_after_an_error_is_forgotten_and_audited() {
     let r = pipeline(
         &mut s,
         &[
-            parse("", "SELECT 1/0"),
-            bind_execute(""),
-            parse("", &format!("PREPARE py AS {PREPARE_PHONES}")),
-            bind_execute(""),
-            sync(),
+            raw::parse("", "SELECT 1/0"),
+            raw::bind_execute(""),
+            raw::parse("", &format!("PREPARE py AS {PREPARE_PHONES}")),
+            raw::bind_execute(""),
+            raw::sync(),
             raw::query("EXECUTE py"),
         ],
         2,
@@ -259,9 +238,9 @@ async fn prepare_through_the_extended_protocol() {
     let r = pipeline(
         &mut s,
         &[
-            parse("", &format!("PREPARE px AS {PREPARE_PHONES}")),
-            bind_execute(""),
-            sync(),
+            raw::parse("", &format!("PREPARE px AS {PREPARE_PHONES}")),
+            raw::bind_execute(""),
+            raw::sync(),
         ],
         1,
     )
@@ -272,13 +251,17 @@ async fn prepare_through_the_extended_protocol() {
     seen.extend(r);
     let r = pipeline(
         &mut s,
-        &[parse("", "EXECUTE px"), bind_execute(""), sync()],
+        &[
+            raw::parse("", "EXECUTE px"),
+            raw::bind_execute(""),
+            raw::sync(),
+        ],
         1,
     )
     .await;
     assert_eq!((data_rows(&r), errors(&r)), (CUSTOMERS, vec![]), "{r:?}");
     seen.extend(r);
-    let r = pipeline(&mut s, &[bind_execute("px"), sync()], 1).await;
+    let r = pipeline(&mut s, &[raw::bind_execute("px"), raw::sync()], 1).await;
     assert_eq!((data_rows(&r), errors(&r)), (CUSTOMERS, vec![]), "{r:?}");
     seen.extend(r);
     assert_no_leaks(&seen);

@@ -65,6 +65,31 @@ pub fn query(sql: &str) -> Vec<u8> {
     message(b'Q', &body)
 }
 
+/// A Parse message of statement `name` with no parameter types.
+pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut p = name.as_bytes().to_vec();
+    p.push(0);
+    p.extend_from_slice(sql.as_bytes());
+    p.extend_from_slice(&[0, 0, 0]);
+    message(b'P', &p)
+}
+
+/// Bind of the unnamed portal to `statement` (no parameters, text results), then Execute
+/// of it without a row limit.
+pub fn bind_execute(statement: &str) -> Vec<u8> {
+    let mut b = vec![0u8];
+    b.extend_from_slice(statement.as_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+    let mut m = message(b'B', &b);
+    m.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    m
+}
+
+/// A Sync message.
+pub fn sync() -> Vec<u8> {
+    message(b'S', &[])
+}
+
 /// Read one backend message, or None on EOF / timeout.
 pub async fn read_msg<S: AsyncRead + Unpin>(s: &mut S) -> Option<Msg> {
     let fut = async {
